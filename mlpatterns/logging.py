@@ -1,0 +1,41 @@
+"""Logging to stdout, configured once per process.
+
+Patterns never write log files: the container runtime (or the local runner) collects stdout.
+"""
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+_HANDLER_NAME = "mlpatterns-stdout"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for patterns whose logs are shipped and queried."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "INFO", json_format: bool = False) -> None:
+    """Send the root logger to stdout. Safe to call again: the handler is replaced, not added twice."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(
+        JsonFormatter() if json_format else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root.addHandler(handler)
+    root.setLevel(level.upper())

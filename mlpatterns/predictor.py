@@ -1,0 +1,119 @@
+"""ONNX predictor: one small class that every serving pattern uses.
+
+It loads the model once, checks each batch against the model's own input metadata (feature count, dtype),
+predicts every row of the batch and maps class indices to labels.
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from mlpatterns.errors import InvalidInput
+
+logger = logging.getLogger(__name__)
+
+# onnxruntime reports element types as strings; these are the ones our models take.
+_ONNX_TO_NUMPY = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
+
+
+def load_labels(path: Path) -> dict[int, str]:
+    """Read a label file: a JSON object from class index (as a string, JSON's only key type) to name."""
+    raw = json.loads(path.read_text())
+    return {int(index): name for index, name in raw.items()}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model says about a batch: one row of scores and one class index per input row."""
+
+    scores: np.ndarray  # (N, C) float32: class probabilities, or (N, 1) decision scores for a one-class model
+    classes: np.ndarray  # (N,) int64
+
+
+class OnnxPredictor:
+    """Serves one ONNX model through onnxruntime. Thread-safe: onnxruntime sessions may be shared."""
+
+    def __init__(self, model_path: Path, label_path: Path | None = None, intra_op_threads: int = 1):
+        self.model_path = Path(model_path)
+        self.label_path = Path(label_path) if label_path else None
+        self.intra_op_threads = intra_op_threads
+        self.session: ort.InferenceSession | None = None
+        self.labels: dict[int, str] = {}
+
+    @property
+    def ready(self) -> bool:
+        return self.session is not None
+
+    def load(self) -> "OnnxPredictor":
+        options = ort.SessionOptions()
+        # One thread per call: a web server runs one worker per core, so more threads only contend.
+        options.intra_op_num_threads = self.intra_op_threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
+        model_input = self.session.get_inputs()[0]
+        if model_input.type not in _ONNX_TO_NUMPY:
+            raise ValueError(f"{self.model_path}: unsupported input type {model_input.type}")
+        self.input_name = model_input.name
+        self.input_dtype = _ONNX_TO_NUMPY[model_input.type]
+        self.input_shape = list(model_input.shape)  # e.g. [None, 4]; None or a name marks the batch axis
+        self._pick_outputs()
+        if self.label_path is not None:
+            self.labels = load_labels(self.label_path)
+        logger.info("loaded %s: input %s %s", self.model_path, self.input_name, self.input_shape)
+        return self
+
+    def _pick_outputs(self) -> None:
+        """Find the class-index output and the score output among the model's outputs.
+
+        skl2onnx classifiers (zipmap off) give `label` (N,) int64 and `probabilities` (N, C) float;
+        a one-class SVM gives `label` (N, 1) int64 (+1 inlier, -1 outlier) and `scores` (N, 1) float;
+        a torch export gives one float output of logits.
+        """
+        outputs = self.session.get_outputs()
+        floats = [o.name for o in outputs if o.type == "tensor(float)"]
+        ints = [o.name for o in outputs if o.type == "tensor(int64)"]
+        if not floats:
+            raise ValueError(f"{self.model_path}: no float output to serve")
+        self.score_output = floats[0]
+        self.class_output = ints[0] if ints else None
+
+    @property
+    def feature_shape(self) -> list[int]:
+        """The shape of one input row, without the batch axis."""
+        return [int(d) if isinstance(d, int) else -1 for d in self.input_shape[1:]]
+
+    def check(self, rows: list) -> np.ndarray:
+        """Turn a batch of rows into the model's input array, or say exactly what is wrong with it."""
+        if not rows:
+            raise InvalidInput("data must hold at least one row")
+        try:
+            batch = np.asarray(rows, dtype=self.input_dtype)
+        except (ValueError, TypeError):
+            raise InvalidInput("data must be a list of rows of equal length, each a list of numbers") from None
+        expected = self.feature_shape
+        if batch.ndim != len(expected) + 1 or any(e != -1 and e != got for e, got in zip(expected, batch.shape[1:])):
+            shape = "x".join(str(d) if d != -1 else "any" for d in expected)
+            raise InvalidInput(f"each row must have shape {shape}; got rows of shape {'x'.join(map(str, batch.shape[1:])) or 'scalar'}")
+        if not np.isfinite(batch).all():
+            raise InvalidInput(f"values must be finite numbers within the range of {np.dtype(self.input_dtype).name}")
+        return batch
+
+    def predict(self, rows: list | np.ndarray) -> Prediction:
+        batch = rows if isinstance(rows, np.ndarray) else self.check(rows)
+        names = [self.score_output] + ([self.class_output] if self.class_output else [])
+        results = self.session.run(names, {self.input_name: batch})
+        scores = results[0]
+        classes = results[1].reshape(-1) if self.class_output else scores.argmax(axis=1)
+        return Prediction(scores=scores, classes=classes)
+
+    def label_of(self, index: int) -> str:
+        return self.labels.get(int(index), str(int(index)))

@@ -1,0 +1,81 @@
+"""Command line of the local runner (the Makefile's `up` and `demo` call it).
+
+    python -m mlpatterns.runner up chapter4_serving_patterns/web_single_pattern [--free-ports]
+    python -m mlpatterns.runner demo [PATTERN ...]     # no pattern: every pattern that has a demo.py
+"""
+
+import argparse
+import importlib
+import signal
+import sys
+from pathlib import Path
+
+from mlpatterns.demo import DemoClient
+from mlpatterns.runner.run import REPO_ROOT, RunnerError, run_pattern
+
+
+def pattern_dirs() -> list[Path]:
+    return sorted(p.parent for p in REPO_ROOT.glob("chapter*/*/docker-compose.yml"))
+
+
+def _module_name(pattern_dir: Path) -> str:
+    return ".".join(pattern_dir.resolve().relative_to(REPO_ROOT).parts)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def up(pattern: Path, free_ports: bool) -> int:
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the services as Ctrl-C does
+    with run_pattern(pattern, free_ports=free_ports, echo=True) as run:
+        for name, running in run.running.items():
+            if running.port and running.process:
+                print(f"{name:>10} | ready at {run.url(name)}  (API docs: {run.url(name)}/docs)", flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            print("\nstopping...", flush=True)
+    return 0
+
+
+def demo(patterns: list[Path]) -> int:
+    failures = 0
+    for pattern in patterns:
+        print(f"\n=== {pattern.resolve().relative_to(REPO_ROOT)} ===", flush=True)
+        module = importlib.import_module(_module_name(pattern) + ".demo")
+        with run_pattern(pattern, free_ports=True, echo=False) as run:
+            client = DemoClient({name: run.url(name) for name, r in run.running.items() if r.port and r.process})
+            try:
+                module.demo(client)
+            finally:
+                client.close()
+            failures += client.server_errors
+    if failures:
+        print(f"\n{failures} request(s) answered with a server error", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlpatterns.runner", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    up_parser = commands.add_parser("up", help="start a pattern and keep it running until Ctrl-C")
+    up_parser.add_argument("pattern", type=Path)
+    up_parser.add_argument("--free-ports", action="store_true", help="listen on free ports, not the compose ones")
+    demo_parser = commands.add_parser("demo", help="start each pattern, send its example requests, stop it")
+    demo_parser.add_argument("patterns", type=Path, nargs="*")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            return up(args.pattern, args.free_ports)
+        patterns = args.patterns or [p for p in pattern_dirs() if (p / "demo.py").exists()]
+        return demo(patterns)
+    except RunnerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Real Redis and PostgreSQL servers from the machine's binaries, private to one run, on free ports.
+
+Each keeps its data in a temporary directory that is removed when it stops; nothing touches a server that
+already runs on the machine's standard ports.
+"""
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg2
+
+
+class BackingError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait(check, what: str, process: subprocess.Popen, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BackingError(f"{what} exited with code {process.returncode}")
+        if check():
+            return
+        time.sleep(0.05)
+    raise BackingError(f"{what} did not become ready within {timeout:.0f} s")
+
+
+class RedisServer:
+    def __init__(self, port: int):
+        self.port = port
+        self.process: subprocess.Popen | None = None
+        self.directory = ""
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise BackingError("redis-server is not installed: run `make setup` (Debian: apt-get install redis-server)")
+        self.directory = tempfile.mkdtemp(prefix="mlpatterns-redis-")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.directory, "--logfile", ""],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        _wait(self._ping, f"redis-server on port {self.port}", self.process)
+        return self
+
+    def _ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        _terminate(self.process)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def postgres_bindir() -> Path:
+    """Debian keeps the server binaries (initdb, postgres) in a versioned directory off PATH."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    if not candidates:
+        raise BackingError("PostgreSQL server binaries not found: run `make setup` (Debian: apt-get install postgresql)")
+    return Path(candidates[-1]).parent
+
+
+class PostgresServer:
+    """initdb + postgres in a temporary directory. As root, the server runs as the `postgres` user."""
+
+    superuser = "postgres"
+
+    def __init__(self, port: int):
+        self.port = port
+        self.process: subprocess.Popen | None = None
+        self.directory = ""
+
+    def _as_server_user(self) -> list[str]:
+        if os.geteuid() != 0:
+            return []
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            raise BackingError("running as root needs a `postgres` system user to run PostgreSQL") from None
+        # setpriv execs in place, so the process we hold is the server itself.
+        return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+
+    def start(self) -> "PostgresServer":
+        bindir = postgres_bindir()
+        prefix = self._as_server_user()
+        self.directory = tempfile.mkdtemp(prefix="mlpatterns-postgres-")
+        data, sockets = Path(self.directory, "data"), Path(self.directory, "sockets")
+        data.mkdir()
+        sockets.mkdir()
+        if prefix:
+            for path in (self.directory, data, sockets):
+                shutil.chown(path, "postgres", "postgres")
+        initdb = subprocess.run(
+            prefix + [str(bindir / "initdb"), "-D", str(data), "-U", self.superuser, "--auth=trust", "-E", "UTF8",
+                      "--no-sync", "--no-instructions"],
+            capture_output=True, text=True,
+        )
+        if initdb.returncode != 0:
+            raise BackingError(f"initdb failed: {initdb.stderr.strip()}")
+        self.process = subprocess.Popen(
+            prefix + [str(bindir / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(sockets),
+                      "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
+                      "-c", "synchronous_commit=off"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait(self._accepts, f"PostgreSQL on port {self.port}", self.process)
+        return self
+
+    def _connect(self, dbname: str = "postgres"):
+        return psycopg2.connect(host="127.0.0.1", port=self.port, user=self.superuser, dbname=dbname, connect_timeout=2)
+
+    def _accepts(self) -> bool:
+        try:
+            self._connect().close()
+            return True
+        except psycopg2.OperationalError:
+            return False
+
+    def create_database(self, user: str, password: str, dbname: str) -> None:
+        """What the postgres image does with POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB."""
+        connection = self._connect()
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            if user != self.superuser:
+                cursor.execute("CREATE ROLE %s LOGIN PASSWORD %%s" % _identifier(user), (password,))
+            if dbname != "postgres":
+                cursor.execute("CREATE DATABASE %s OWNER %s" % (_identifier(dbname), _identifier(user)))
+        connection.close()
+
+    def stop(self) -> None:
+        # SIGINT is PostgreSQL's "fast" shutdown; SIGTERM would wait for every client to disconnect.
+        _terminate(self.process, signal.SIGINT)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _identifier(name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        raise BackingError(f"unsupported PostgreSQL name {name!r}: letters, digits and _ only")
+    return '"%s"' % name
+
+
+def _terminate(process: subprocess.Popen | None, stop_signal: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    """Stop a process we started, by its pid: a polite signal, then KILL if it lingers."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(stop_signal)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

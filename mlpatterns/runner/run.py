@@ -1,0 +1,257 @@
+"""Start a pattern's services locally, in dependency order, wait for each to be healthy, stop them all.
+
+    with run_pattern("chapter4_serving_patterns/web_single_pattern") as run:
+        httpx.get(run.url("web") + "/health")
+
+Each service's output is prefixed with its name. Every process is started in a session of its own (gunicorn
+forks workers) and stopped by its process group id, TERM first, KILL if it lingers; temporary directories
+are removed. Nothing started elsewhere is touched.
+"""
+
+import collections
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from mlpatterns.runner.backing import BackingError, PostgresServer, RedisServer, free_port, port_in_use
+from mlpatterns.runner.compose import Service, load_services, start_order
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COLOURS = ["36", "33", "35", "32", "34", "31"]
+
+
+class RunnerError(RuntimeError):
+    pass
+
+
+@dataclass
+class RunningService:
+    service: Service
+    port: int | None
+    process: subprocess.Popen | None = None
+    backing: RedisServer | PostgresServer | None = None
+    log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
+    reader: threading.Thread | None = None
+
+
+class PatternRun:
+    """A started pattern. `url(name)` is where service `name` listens on this machine."""
+
+    def __init__(self, pattern_dir: Path, free_ports: bool, echo: bool, environ: dict[str, str]):
+        self.pattern_dir = pattern_dir
+        self.free_ports = free_ports
+        self.echo = echo
+        self.environ = environ
+        self.services = start_order(load_services(pattern_dir / "docker-compose.yml"))
+        self.running: dict[str, RunningService] = {}
+
+    # -- addresses -------------------------------------------------------------------------------------
+    def port(self, name: str) -> int:
+        port = self.running[name].port
+        if port is None:
+            raise RunnerError(f"service {name!r} publishes no port")
+        return port
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port(name)}"
+
+    def logs(self, name: str) -> str:
+        return "\n".join(self.running[name].log)
+
+    def _choose_port(self, service: Service) -> int | None:
+        if service.target_port is None:
+            return None
+        if self.free_ports:
+            return free_port()
+        if port_in_use(service.published_port):
+            raise RunnerError(
+                f"port {service.published_port} (service {service.name!r}) is taken by another program: "
+                "stop it, or run with free ports (`make up P=... FREE_PORTS=1`)"
+            )
+        return service.published_port
+
+    def _rewrite(self, value: str) -> str:
+        """Compose addresses (`redis:6379`, `http://web:8000`) become this run's local addresses."""
+        for running in self.running.values():
+            target = running.service.target_port
+            if running.port is not None:
+                value = re.sub(rf"(?<![\w.-]){re.escape(running.service.name)}:{target}\b", f"127.0.0.1:{running.port}", value)
+        return value
+
+    # -- starting ----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        for service in self.services:
+            running = RunningService(service, self._choose_port(service))
+            self.running[service.name] = running
+            self._wait_for_dependencies(service)
+            if service.kind == "process":
+                self._start_process(running)
+            else:
+                self._start_backing(running)
+
+    def _start_backing(self, running: RunningService) -> None:
+        service = running.service
+        env = service.environment
+        user_url = self.environ.get("REDIS_URL" if service.kind == "redis" else "DATABASE_URL")
+        if user_url:
+            # The user's own server stands in for this service: its address replaces the compose one.
+            address = urlsplit(user_url)
+            running.port = address.port or (6379 if service.kind == "redis" else 5432)
+            self._say(service.name, f"using the server of {'REDIS_URL' if service.kind == 'redis' else 'DATABASE_URL'}")
+            return
+        try:
+            if service.kind == "redis":
+                running.backing = RedisServer(running.port).start()
+            else:
+                server = PostgresServer(running.port).start()
+                running.backing = server
+                user = env.get("POSTGRES_USER", "postgres")
+                server.create_database(user, env.get("POSTGRES_PASSWORD", ""), env.get("POSTGRES_DB", user))
+        except BackingError as error:
+            raise RunnerError(f"{service.name}: {error}") from None
+        self._say(service.name, f"{service.kind} listening on 127.0.0.1:{running.port}")
+
+    def _process_env(self, running: RunningService) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.environ)
+        # The project's interpreter and tools (gunicorn, python) come first on PATH.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        for key, value in running.service.environment.items():
+            env[key] = self._rewrite(value)
+        for key in ("REDIS_URL", "DATABASE_URL"):
+            if key in self.environ and key in running.service.environment:
+                env[key] = self.environ[key]
+        if running.port is not None:
+            env["HOST"], env["PORT"] = "127.0.0.1", str(running.port)
+        return env
+
+    def _start_process(self, running: RunningService) -> None:
+        service = running.service
+        if not service.command:
+            raise RunnerError(f"service {service.name!r} has no `command` in docker-compose.yml")
+        running.process = subprocess.Popen(
+            service.command,
+            cwd=REPO_ROOT,
+            env=self._process_env(running),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: gunicorn's workers stop with it
+        )
+        running.reader = threading.Thread(target=self._pump, args=(running,), daemon=True)
+        running.reader.start()
+        where = f" on 127.0.0.1:{running.port}" if running.port else ""
+        self._say(service.name, f"started (pid {running.process.pid}){where}: {' '.join(service.command)}")
+
+    def _pump(self, running: RunningService) -> None:
+        colour = COLOURS[list(self.running).index(running.service.name) % len(COLOURS)]
+        for raw in running.process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            running.log.append(line)
+            if self.echo:
+                print(f"\033[{colour}m{running.service.name:>10} |\033[0m {line}", flush=True)
+
+    def _say(self, name: str, message: str) -> None:
+        if self.echo:
+            print(f"{name:>10} | {message}", flush=True)
+
+    # -- waiting -----------------------------------------------------------------------------------------
+    def _wait_for_dependencies(self, service: Service) -> None:
+        for name, condition in service.depends_on.items():
+            running = self.running[name]
+            if condition == "service_healthy":
+                self.wait_healthy(name)
+            elif condition == "service_completed_successfully":
+                self._wait_completed(running)
+
+    def _wait_completed(self, running: RunningService, timeout: float = 600.0) -> None:
+        if running.process is None:
+            return
+        try:
+            code = running.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise RunnerError(f"{running.service.name} did not finish within {timeout:.0f} s") from None
+        running.reader.join(5)
+        if code != 0:
+            raise RunnerError(f"{running.service.name} failed with exit code {code}:\n{self.logs(running.service.name)}")
+
+    def wait_healthy(self, name: str, timeout: float = 60.0) -> None:
+        """Poll the service's compose healthcheck (rewritten to its local port) until it passes."""
+        running = self.running[name]
+        if running.backing is not None or running.process is None or not running.service.healthcheck:
+            return
+        command = [self._local_check_arg(running, arg) for arg in running.service.healthcheck]
+        env = self._process_env(running)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if running.process.poll() is not None:
+                raise RunnerError(
+                    f"{name} exited with code {running.process.returncode} before it was healthy:\n{self.logs(name)}"
+                )
+            if subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True).returncode == 0:
+                self._say(name, "healthy")
+                return
+            time.sleep(0.2)
+        raise RunnerError(f"{name} was not healthy within {timeout:.0f} s:\n{self.logs(name)}")
+
+    def _local_check_arg(self, running: RunningService, arg: str) -> str:
+        target = running.service.target_port
+        return re.sub(rf"\b(127\.0\.0\.1|localhost):{target}\b", f"127.0.0.1:{running.port}", arg) if target else arg
+
+    def wait_all_healthy(self) -> None:
+        for name in self.running:
+            self.wait_healthy(name)
+
+    # -- stopping ----------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        for running in reversed(list(self.running.values())):
+            if running.process is not None:
+                _stop_group(running.process)
+                if running.reader is not None:
+                    running.reader.join(5)
+            if running.backing is not None:
+                running.backing.stop()
+            self._say(running.service.name, "stopped")
+
+
+def _stop_group(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    """TERM the process group we created for this child; KILL the group if it has not gone in time."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the leader is not reaped yet, so the group id is still ours
+    process.wait()
+
+
+@contextmanager
+def run_pattern(pattern_dir: str | Path, free_ports: bool = True, echo: bool = False, environ: dict[str, str] | None = None):
+    """Start every service of the pattern, wait until all are healthy, and stop them all on the way out."""
+    path = Path(pattern_dir)
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    if not (path / "docker-compose.yml").exists():
+        raise RunnerError(f"{pattern_dir}: no docker-compose.yml (is it a pattern directory?)")
+    run = PatternRun(path, free_ports, echo, dict(environ if environ is not None else _user_backing_env()))
+    try:
+        run.start()
+        run.wait_all_healthy()
+        yield run
+    finally:
+        run.stop()
+
+
+def _user_backing_env() -> dict[str, str]:
+    return {key: os.environ[key] for key in ("REDIS_URL", "DATABASE_URL") if os.environ.get(key)}

@@ -1,0 +1,42 @@
+"""Settings read from environment variables, in one place per kind of service.
+
+Nothing is read at import: a service builds its settings object when it starts (`ServingSettings()`), and a
+test builds its own. Defaults work for a local run from the repository root; compose files and Kubernetes
+manifests override them with environment variables of the same name in upper case.
+"""
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+IRIS_SAMPLE = [[5.1, 3.5, 1.4, 0.2]]
+
+
+class ServingSettings(BaseSettings):
+    """A model-serving API (web single and every pattern built on it)."""
+
+    model_config = SettingsConfigDict(extra="ignore", protected_namespaces=(), frozen=True)
+
+    model_path: Path = Field(
+        Path("models/iris_svc/model.onnx"),
+        validation_alias=AliasChoices("MODEL_PATH", "MODEL_FILEPATH"),
+        description="The ONNX model to serve (MODEL_FILEPATH, the original sample's name, is accepted too).",
+    )
+    label_path: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("LABEL_PATH", "LABEL_FILEPATH"),
+        description="JSON object from class index to label; default: labels.json beside the model.",
+    )
+    sample_input: list[list[float]] = Field(IRIS_SAMPLE, description="The example input of /metadata and /predict/test.")
+    api_title: str = "ServingPattern"
+    api_description: str = "machine learning system serving patterns"
+    api_version: str = "0.1"
+    max_body_bytes: int = Field(1_048_576, gt=0, description="Larger request bodies are refused with 413.")
+    max_batch_rows: int = Field(10_000, gt=0, description="Batches with more rows are refused with 413.")
+    log_level: str = "INFO"
+    log_json: bool = Field(False, description="Log one JSON object per line instead of plain text.")
+
+    @property
+    def resolved_label_path(self) -> Path:
+        return self.label_path or self.model_path.with_name("labels.json")

@@ -1,0 +1,1 @@
+"""Model builders: every model the patterns serve is trained here, deterministically, from bundled data."""

@@ -1,0 +1,57 @@
+"""Where a trained model lives and how to tell whether it is up to date.
+
+A model directory holds `model.onnx`, `labels.json` and `metrics.json`; metrics.json records a fingerprint of
+what produced the model (trainer code, parameters, library versions), so a rebuild is skipped when nothing
+that shapes the model has changed.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+MODELS_DIR = Path("models")
+
+
+@dataclass(frozen=True)
+class ModelArtifacts:
+    directory: Path
+
+    @property
+    def model(self) -> Path:
+        return self.directory / "model.onnx"
+
+    @property
+    def labels(self) -> Path:
+        return self.directory / "labels.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.directory / "metrics.json"
+
+    def recorded_fingerprint(self) -> str | None:
+        if not (self.model.exists() and self.labels.exists() and self.metrics.exists()):
+            return None
+        try:
+            return json.loads(self.metrics.read_text()).get("fingerprint")
+        except json.JSONDecodeError:
+            return None
+
+    def write(self, onnx_bytes: bytes, labels: dict[int, str], metrics: dict) -> None:
+        """Write all three files; the model last-but-one and metrics last, so a crash leaves no 'up to date' stamp."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.metrics.unlink(missing_ok=True)
+        self.labels.write_text(json.dumps({str(k): v for k, v in labels.items()}, indent=2) + "\n")
+        self.model.write_bytes(onnx_bytes)
+        self.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def fingerprint(sources: list[Path], params: dict, packages: list[str]) -> str:
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(source.read_bytes())
+    digest.update(json.dumps(params, sort_keys=True).encode())
+    for package in packages:
+        digest.update(f"{package}=={version(package)}".encode())
+    return digest.hexdigest()[:16]
