@@ -3,7 +3,9 @@
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -49,5 +51,15 @@ async def _handle_pattern_error(request: Request, exc: Exception) -> JSONRespons
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
 
+async def _handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 shape, less the offending `input`: echoing it back could be a megabyte, or a NaN that
+    JSON cannot carry (FastAPI's own handler answers such a request with a 500)."""
+    assert isinstance(exc, RequestValidationError | ValidationError)
+    errors = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PatternError, _handle_pattern_error)
+    app.add_exception_handler(RequestValidationError, _handle_validation_error)
+    app.add_exception_handler(ValidationError, _handle_validation_error)

@@ -6,7 +6,7 @@ pattern scales by adding workers (one host) or replicas (Kubernetes).
 
 from fastapi import FastAPI
 
-from mlpatterns.serving import create_serving_app
+from mlpatterns.serving.app import create_serving_app
 from mlpatterns.settings import ServingSettings
 
 

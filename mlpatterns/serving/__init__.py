@@ -1,5 +1,5 @@
-"""The HTTP side of serving: app factory, request schemas, middleware, gunicorn settings."""
+"""The HTTP side of serving: app factory (`app.py`), request schemas, middleware, gunicorn settings.
 
-from mlpatterns.serving.app import create_serving_app
-
-__all__ = ["create_serving_app"]
+Nothing is imported here on purpose: gunicorn loads `mlpatterns.serving.gunicorn_conf` in its master process,
+and prometheus_client must not be imported there before the config has set PROMETHEUS_MULTIPROC_DIR.
+"""

@@ -57,20 +57,34 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._refuse(send)
+            if name == b"content-length" and value.isdigit():
+                if int(value) > self.max_bytes:
+                    await self._refuse(send)
+                    return
+                # The server never reads past Content-Length, so a declared size is the whole check.
+                await self.app(scope, receive, send)
                 return
+        # A streamed (chunked) body: count it, and once over the limit answer 413 in place of whatever the
+        # app makes of the interrupted read (FastAPI turns any body-read error into a 400).
         received = 0
+        exceeded = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
+                exceeded = True
                 raise PayloadTooLarge(self._detail())
             return message
 
-        await self.app(scope, counting_receive, send)
+        async def guarded_send(message: Message) -> None:
+            if not exceeded:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await self._refuse(send)
+
+        await self.app(scope, counting_receive, guarded_send)
 
     def _detail(self) -> str:
         return f"request body is larger than {self.max_bytes} bytes"

@@ -1,0 +1,34 @@
+# Run from the repository root. P names a pattern directory, e.g. P=chapter4_serving_patterns/web_single_pattern
+PYTHON := .venv/bin/python
+P ?=
+
+.PHONY: help setup models demo up test bench clean
+
+help:
+	@echo "make demo            set up, then run every pattern's demo locally (P=<dir> for one)"
+	@echo "make test            set up, then run the whole test suite"
+	@echo "make up P=<dir>      run a pattern locally until Ctrl-C (FREE_PORTS=1 if its ports are taken)"
+	@echo "make bench P=<dir>   benchmark a serving pattern against its floors"
+	@echo "make setup | models  install what is needed | (re)build the models that are out of date"
+
+setup:
+	@scripts/setup
+
+models: setup
+
+demo: setup
+	$(PYTHON) -m mlpatterns.runner demo $(P)
+
+up: setup
+	@test -n "$(P)" || { echo "usage: make up P=<pattern dir>"; exit 2; }
+	$(PYTHON) -m mlpatterns.runner up $(P) $(if $(FREE_PORTS),--free-ports)
+
+test: setup
+	$(PYTHON) -m pytest
+
+bench: setup
+	@test -n "$(P)" || { echo "usage: make bench P=<pattern dir>"; exit 2; }
+	$(PYTHON) -m mlpatterns.bench $(P)
+
+clean:
+	rm -rf models build .pytest_cache

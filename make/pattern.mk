@@ -1,0 +1,37 @@
+# Targets every pattern directory shares. A pattern's Makefile sets PATTERN and IMAGES, then includes this.
+# The book's targets (build, run, stop, c_up, c_down, deploy, delete) drive Docker and kubectl; up, demo,
+# test and bench run the pattern locally through the repository's Makefile.
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)
+BASE_IMAGE := mlpatterns/base:0.1.0
+COMPOSE := docker compose -f docker-compose.yml
+NAME := $(notdir $(PATTERN))
+
+.PHONY: base build run stop c_up c_down deploy delete up demo test bench
+
+base:
+	docker build -f $(ROOT)/docker/base.Dockerfile -t $(BASE_IMAGE) $(ROOT)
+
+build: base
+	$(COMPOSE) build
+
+run:
+	docker run -d --name $(NAME) $(RUN_ARGS) $(firstword $(IMAGES))
+
+stop:
+	docker rm -f $(NAME)
+
+c_up:
+	$(COMPOSE) up -d
+
+c_down:
+	$(COMPOSE) down
+
+deploy:
+	kubectl apply -f manifests/namespace.yml
+	kubectl apply -f manifests/
+
+delete:
+	kubectl delete -f manifests/ --ignore-not-found
+
+up demo test bench:
+	$(MAKE) -C $(ROOT) $@ P=$(PATTERN)
