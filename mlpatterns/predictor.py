@@ -96,7 +96,8 @@ class OnnxPredictor:
         if not rows:
             raise InvalidInput("data must hold at least one row")
         try:
-            batch = np.asarray(rows, dtype=self.input_dtype)
+            with np.errstate(over="ignore"):  # a value too large for the dtype becomes inf, refused below
+                batch = np.asarray(rows, dtype=self.input_dtype)
         except (ValueError, TypeError):
             raise InvalidInput("data must be a list of rows of equal length, each a list of numbers") from None
         expected = self.feature_shape

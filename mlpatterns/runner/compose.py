@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 BACKING_IMAGES = ("redis", "postgres")
+DEFAULT_PORTS = {"redis": 6379, "postgres": 5432}  # where other services reach them inside compose
 
 
 @dataclass
@@ -25,10 +26,11 @@ class Service:
 
     @property
     def target_port(self) -> int | None:
-        return self.ports[0][1] if self.ports else None
+        return self.ports[0][1] if self.ports else DEFAULT_PORTS.get(self.kind)
 
     @property
     def published_port(self) -> int | None:
+        """The port on the host, if the compose file publishes one."""
         return self.ports[0][0] if self.ports else None
 
 

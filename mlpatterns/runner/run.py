@@ -69,7 +69,7 @@ class PatternRun:
     def _choose_port(self, service: Service) -> int | None:
         if service.target_port is None:
             return None
-        if self.free_ports:
+        if self.free_ports or service.published_port is None:
             return free_port()
         if port_in_use(service.published_port):
             raise RunnerError(

@@ -1,0 +1,154 @@
+"""The local runner on a toy topology: real Redis and PostgreSQL, a one-shot job, an HTTP service."""
+
+import os
+import socket
+import textwrap
+from pathlib import Path
+
+import httpx
+import psycopg2
+import pytest
+import redis
+import yaml
+
+from mlpatterns.runner import RunnerError, run_pattern
+from mlpatterns.runner.backing import RedisServer, free_port
+from mlpatterns.runner.compose import Service, load_services, start_order
+
+# The one-shot job: creates a table in the database named by DATABASE_URL.
+INIT = textwrap.dedent("""
+    import os, psycopg2
+    with psycopg2.connect(os.environ["DATABASE_URL"]) as connection, connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE made_by_init (id int)")
+    print("created table made_by_init")
+""")
+# The service: writes to the Redis of REDIS_URL, then answers /health on PORT.
+SERVE = textwrap.dedent("""
+    import http.server, os, redis
+    redis.Redis.from_url(os.environ["REDIS_URL"]).set("toy", os.environ["GREETING"])
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/health" else 404)
+            self.end_headers()
+    print("serving", flush=True)
+    http.server.HTTPServer((os.environ["HOST"], int(os.environ["PORT"])), Health).serve_forever()
+""")
+HEALTHCHECK = {"test": ["CMD", "python", "-m", "mlpatterns.healthcheck", "http://127.0.0.1:8000/health"]}
+
+
+def write_pattern(directory: Path, app_command: list[str] | None = None, app_port: int = 8000) -> Path:
+    services = {
+        "cache": {"image": "redis:7"},
+        "db": {"image": "postgres:16", "environment": {"POSTGRES_USER": "toy", "POSTGRES_PASSWORD": "secret", "POSTGRES_DB": "toydb"}},
+        "init": {
+            "build": ".",
+            "command": ["python", "-c", INIT],
+            "environment": {"DATABASE_URL": "postgresql://toy:secret@db:5432/toydb"},
+            "depends_on": {"db": {"condition": "service_started"}},
+        },
+        "app": {
+            "build": ".",
+            "command": app_command or ["python", "-c", SERVE],
+            "environment": {"REDIS_URL": "redis://cache:6379/0", "PORT": str(app_port)},
+            "x-local": {"environment": {"GREETING": "hello"}},
+            "ports": [f"{app_port}:{app_port}"],
+            "healthcheck": HEALTHCHECK,
+            "depends_on": {"cache": {"condition": "service_healthy"}, "init": {"condition": "service_completed_successfully"}},
+        },
+    }
+    (directory / "docker-compose.yml").write_text(yaml.safe_dump({"services": services}))
+    return directory
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); one we reaped does not exist at all.
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_starts_every_service_in_order_and_leaves_nothing_behind(tmp_path):
+    with run_pattern(write_pattern(tmp_path)) as run:
+        assert httpx.get(run.url("app") + "/health").status_code == 200
+        assert redis.Redis(port=run.port("cache")).get("toy") == b"hello"
+        with psycopg2.connect(host="127.0.0.1", port=run.port("db"), user="toy", password="secret", dbname="toydb") as db:
+            with db.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM made_by_init")
+                assert cursor.fetchone() == (0,)
+        assert "created table made_by_init" in run.logs("init")
+        pids = [r.process.pid for r in run.running.values() if r.process]
+        pids += [r.backing.process.pid for r in run.running.values() if r.backing]
+        directories = [r.backing.directory for r in run.running.values() if r.backing]
+        ports = [run.port(name) for name in ("cache", "db", "app")]
+    assert len(pids) == 4 and not any(alive(pid) for pid in pids)
+    assert not any(Path(d).exists() for d in directories)
+    for port in ports:
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_service_that_dies_fails_the_run_with_its_log(tmp_path):
+    crash = ["python", "-c", "import sys; print('cannot load the model'); sys.exit(3)"]
+    with pytest.raises(RunnerError, match=r"(?s)app exited with code 3 before it was healthy.*cannot load the model"):
+        with run_pattern(write_pattern(tmp_path, app_command=crash)):
+            pass
+
+
+def test_a_failed_one_shot_job_stops_the_run(tmp_path):
+    pattern = write_pattern(tmp_path)
+    spec = yaml.safe_load((pattern / "docker-compose.yml").read_text())
+    spec["services"]["init"]["command"] = ["python", "-c", "raise SystemExit('no model to load')"]
+    (pattern / "docker-compose.yml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(RunnerError, match=r"(?s)init failed with exit code 1.*no model to load"):
+        with run_pattern(pattern):
+            pass
+
+
+def test_a_taken_published_port_is_reported(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        pattern = write_pattern(tmp_path, app_port=taken)
+        spec = yaml.safe_load((pattern / "docker-compose.yml").read_text())
+        for name in ("cache", "db"):  # published ports of backing services are not under test here
+            spec["services"][name]["ports"] = []
+        (pattern / "docker-compose.yml").write_text(yaml.safe_dump(spec))
+        with pytest.raises(RunnerError, match=f"port {taken} .service 'app'. is taken by another program"):
+            with run_pattern(pattern, free_ports=False):
+                pass
+
+
+def test_the_users_redis_replaces_the_compose_one(tmp_path):
+    users = RedisServer(free_port()).start()
+    try:
+        with run_pattern(write_pattern(tmp_path), environ={"REDIS_URL": users.url}) as run:
+            assert run.running["cache"].backing is None
+            assert run.port("cache") == users.port
+        assert redis.Redis(port=users.port).get("toy") == b"hello"
+    finally:
+        users.stop()
+
+
+def test_compose_parsing(tmp_path):
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump({"services": {
+        "api": {"build": ".", "command": "gunicorn app:app", "environment": ["A=1", "B=x=y"], "ports": [{"target": 80, "published": 8080}],
+                "depends_on": ["queue"]},
+        "queue": {"image": "docker.io/library/redis:7.2-alpine", "ports": ["6379"]},
+    }}))
+    api, queue = load_services(tmp_path / "docker-compose.yml")
+    assert (api.kind, api.command, api.environment, api.ports) == ("process", ["gunicorn", "app:app"], {"A": "1", "B": "x=y"}, [(8080, 80)])
+    assert api.depends_on == {"queue": "service_started"}
+    assert (queue.kind, queue.ports) == ("redis", [(6379, 6379)])
+    assert [s.name for s in start_order([api, queue])] == ["queue", "api"]
+
+
+def test_dependency_errors():
+    a = Service("a", "process", depends_on={"b": "service_started"})
+    b = Service("b", "process", depends_on={"a": "service_started"})
+    with pytest.raises(ValueError, match="dependency cycle"):
+        start_order([a, b])
+    with pytest.raises(ValueError, match="unknown service 'c'"):
+        start_order([Service("a", "process", depends_on={"c": "service_started"})])
