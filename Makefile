@@ -24,7 +24,7 @@ up: setup
 	$(PYTHON) -m mlpatterns.runner up $(P) $(if $(FREE_PORTS),--free-ports)
 
 test: setup
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest $(P)
 
 bench: setup
 	@test -n "$(P)" || { echo "usage: make bench P=<pattern dir>"; exit 2; }
