@@ -64,6 +64,7 @@ class RedisServer:
              "--dir", self.directory, "--logfile", ""],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in the terminal reaches the runner, which stops us in order
         )
         _wait(self._ping, f"redis-server on port {self.port}", self.process)
         return self
@@ -135,6 +136,7 @@ class PostgresServer:
                       "-c", "synchronous_commit=off"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         _wait(self._accepts, f"PostgreSQL on port {self.port}", self.process)
         return self

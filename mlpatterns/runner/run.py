@@ -36,6 +36,7 @@ class RunnerError(RuntimeError):
 class RunningService:
     service: Service
     port: int | None
+    host: str = "127.0.0.1"
     process: subprocess.Popen | None = None
     backing: RedisServer | PostgresServer | None = None
     log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
@@ -61,7 +62,7 @@ class PatternRun:
         return port
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port(name)}"
+        return f"http://{self.running[name].host}:{self.port(name)}"
 
     def logs(self, name: str) -> str:
         return "\n".join(self.running[name].log)
@@ -83,7 +84,8 @@ class PatternRun:
         for running in self.running.values():
             target = running.service.target_port
             if running.port is not None:
-                value = re.sub(rf"(?<![\w.-]){re.escape(running.service.name)}:{target}\b", f"127.0.0.1:{running.port}", value)
+                local = f"{running.host}:{running.port}"
+                value = re.sub(rf"(?<![\w.-]){re.escape(running.service.name)}:{target}\b", local, value)
         return value
 
     # -- starting ----------------------------------------------------------------------------------------
@@ -104,7 +106,8 @@ class PatternRun:
         if user_url:
             # The user's own server stands in for this service: its address replaces the compose one.
             address = urlsplit(user_url)
-            running.port = address.port or (6379 if service.kind == "redis" else 5432)
+            running.host = address.hostname or "127.0.0.1"
+            running.port = address.port or service.target_port
             self._say(service.name, f"using the server of {'REDIS_URL' if service.kind == 'redis' else 'DATABASE_URL'}")
             return
         try:
@@ -186,7 +189,11 @@ class PatternRun:
     def wait_healthy(self, name: str, timeout: float = 60.0) -> None:
         """Poll the service's compose healthcheck (rewritten to its local port) until it passes."""
         running = self.running[name]
-        if running.backing is not None or running.process is None or not running.service.healthcheck:
+        if running.backing is not None or running.process is None:
+            return
+        if not running.service.healthcheck:
+            if running.port is not None:
+                self._wait_listening(running, timeout)
             return
         command = [self._local_check_arg(running, arg) for arg in running.service.healthcheck]
         env = self._process_env(running)
@@ -201,6 +208,18 @@ class PatternRun:
                 return
             time.sleep(0.2)
         raise RunnerError(f"{name} was not healthy within {timeout:.0f} s:\n{self.logs(name)}")
+
+    def _wait_listening(self, running: RunningService, timeout: float) -> None:
+        """A service without a healthcheck is ready once its port accepts connections."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if running.process.poll() is not None:
+                raise RunnerError(f"{running.service.name} exited with code {running.process.returncode}:\n"
+                                  f"{self.logs(running.service.name)}")
+            if port_in_use(running.port):
+                return
+            time.sleep(0.1)
+        raise RunnerError(f"{running.service.name} did not listen on port {running.port} within {timeout:.0f} s")
 
     def _local_check_arg(self, running: RunningService, arg: str) -> str:
         target = running.service.target_port

@@ -1,7 +1,11 @@
 """The local runner on a toy topology: real Redis and PostgreSQL, a one-shot job, an HTTP service."""
 
 import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -152,3 +156,30 @@ def test_dependency_errors():
         start_order([a, b])
     with pytest.raises(ValueError, match="unknown service 'c'"):
         start_order([Service("a", "process", depends_on={"c": "service_started"})])
+
+
+def test_up_runs_until_ctrl_c_then_stops_everything(tmp_path):
+    command = [sys.executable, "-m", "mlpatterns.runner", "up", str(write_pattern(tmp_path)), "--free-ports"]
+    runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    try:
+        for line in runner.stdout:
+            lines.append(line)
+            if "Press Ctrl-C to stop." in line:
+                break
+        output = "".join(lines)
+        url = re.search(r"app \| ready at (http://127\.0\.0\.1:\d+)", output).group(1)
+        assert httpx.get(url + "/health").status_code == 200
+        pids = [int(pid) for pid in re.findall(r"\(pid (\d+)\)", output)]
+        assert len(pids) == 2  # init and app; the backing servers are the runner's own children
+        runner.send_signal(signal.SIGINT)
+        rest = runner.communicate(timeout=60)[0]
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    assert runner.returncode == 0, output + rest
+    assert "app | stopped" in rest and "cache | stopped" in rest and "db | stopped" in rest
+    assert not any(alive(pid) for pid in pids)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "/health")
