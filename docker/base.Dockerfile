@@ -17,6 +17,7 @@ RUN python -m venv /opt/venv \
     && rm /tmp/requirements.txt \
     && useradd --system --uid 10001 --create-home app
 WORKDIR /app
-COPY --chown=app:app mlpatterns mlpatterns
+COPY mlpatterns mlpatterns
 RUN mkdir models && chown app:app /app models
-USER app
+# Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+USER 10001

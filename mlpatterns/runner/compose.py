@@ -34,19 +34,21 @@ class Service:
         return self.ports[0][0] if self.ports else None
 
 
-def _environment(raw) -> dict[str, str]:
+def parse_environment(raw) -> dict[str, str]:
+    """A compose `environment`, as a list of KEY=VALUE or a mapping."""
     if isinstance(raw, list):
         return dict(item.split("=", 1) for item in raw)
     return {key: "" if value is None else str(value) for key, value in (raw or {}).items()}
 
 
-def _ports(raw) -> list[tuple[int, int]]:
+def parse_ports(raw) -> list[tuple[int, int]]:
+    """(published, target) of "8000", "8080:8000", "127.0.0.1:8080:8000/tcp" or {target: 8000, published: 8080}."""
     ports = []
     for entry in raw or []:
         if isinstance(entry, dict):
             ports.append((int(entry.get("published", entry["target"])), int(entry["target"])))
         else:
-            parts = str(entry).split(":")
+            parts = str(entry).split("/")[0].split(":")
             ports.append((int(parts[-2]) if len(parts) > 1 else int(parts[-1]), int(parts[-1])))
     return ports
 
@@ -78,15 +80,15 @@ def load_services(compose_file: Path) -> list[Service]:
         else:
             depends = {dep: (cond or {}).get("condition", "service_started") for dep, cond in depends.items()}
         command = raw.get("command") or []
-        environment = _environment(raw.get("environment"))
-        environment.update(_environment((raw.get("x-local") or {}).get("environment")))
+        environment = parse_environment(raw.get("environment"))
+        environment.update(parse_environment((raw.get("x-local") or {}).get("environment")))
         services.append(
             Service(
                 name=name,
                 kind=_kind(raw),
                 command=command.split() if isinstance(command, str) else list(command),
                 environment=environment,
-                ports=_ports(raw.get("ports")),
+                ports=parse_ports(raw.get("ports")),
                 depends_on=depends,
                 healthcheck=_healthcheck(raw),
             )
