@@ -54,6 +54,8 @@ class OnnxPredictor:
         return self.session is not None
 
     def load(self) -> "OnnxPredictor":
+        if not self.model_path.is_file():
+            raise FileNotFoundError(f"no model at {self.model_path}")
         options = ort.SessionOptions()
         # One thread per call: a web server runs one worker per core, so more threads only contend.
         options.intra_op_num_threads = self.intra_op_threads

@@ -187,8 +187,9 @@ def hpa_rules(docs: list[dict]) -> list[str]:
 # --- local run, compose, image and Kubernetes agree -----------------------------------------------------
 
 
-def dockerfile_final_stage(dockerfile: Path) -> dict[str, str]:
-    """Instruction -> its (last) arguments in the final stage; continuation lines joined, comments dropped."""
+def dockerfile_stage(dockerfile: Path, target: str | None = None) -> dict[str, str]:
+    """Instruction -> its (last) arguments in build stage `target` (default: the final stage); continuation
+    lines joined, comments dropped."""
     instructions, current = [], ""
     for line in dockerfile.read_text().splitlines():
         line = line.strip()
@@ -200,8 +201,13 @@ def dockerfile_final_stage(dockerfile: Path) -> dict[str, str]:
         keyword, _, args = (current + line).partition(" ")
         instructions.append((keyword.upper(), args.strip()))
         current = ""
-    last_from = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
-    return dict(instructions[last_from:])
+    starts = [i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM"] + [len(instructions)]
+    if target is None:
+        return dict(instructions[starts[-2]:])
+    for start, end in zip(starts, starts[1:]):
+        if re.search(rf"\s+AS\s+{re.escape(target)}$", instructions[start][1], re.IGNORECASE):
+            return dict(instructions[start:end])
+    raise ValueError(f"{dockerfile} has no stage {target!r}")
 
 
 def exec_form(args: str | None) -> list | str | None:
@@ -224,7 +230,7 @@ def consistency(compose_file: Path, name: str) -> list[str]:
     dockerfile = (compose_file.parent / build.get("context", ".") / build.get("dockerfile", "Dockerfile")).resolve()
     if not dockerfile.is_file():
         return [f"{rel(compose_file)}: service {name} builds {dockerfile}, which does not exist"]
-    image = dockerfile_final_stage(dockerfile)
+    image = dockerfile_stage(dockerfile, build.get("target"))
     command = service.get("command")
     environment = parse_environment(service.get("environment"))
     ports = [target for _, target in parse_ports(service.get("ports"))]

@@ -11,9 +11,11 @@ are removed. Nothing started elsewhere is touched.
 import collections
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -46,13 +48,20 @@ class RunningService:
 class PatternRun:
     """A started pattern. `url(name)` is where service `name` listens on this machine."""
 
-    def __init__(self, pattern_dir: Path, free_ports: bool, echo: bool, environ: dict[str, str]):
+    def __init__(self, pattern_dir: Path, free_ports: bool, echo: bool, environ: dict[str, str],
+                 overrides: dict[str, dict[str, str]]):
         self.pattern_dir = pattern_dir
         self.free_ports = free_ports
         self.echo = echo
         self.environ = environ
+        self.overrides = overrides
         self.services = start_order(load_services(pattern_dir / "docker-compose.yml"))
+        unknown = set(overrides) - {s.name for s in self.services}
+        if unknown:
+            raise RunnerError(f"overrides name no service of {pattern_dir.name}: {', '.join(sorted(unknown))}")
         self.running: dict[str, RunningService] = {}
+        # Scratch space of this run, `{run_dir}` in x-local values: where compose would mount a volume.
+        self.run_dir = tempfile.mkdtemp(prefix="mlpatterns-run-")
 
     # -- addresses -------------------------------------------------------------------------------------
     def port(self, name: str) -> int:
@@ -128,8 +137,9 @@ class PatternRun:
         # The project's interpreter and tools (gunicorn, python) come first on PATH.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-        for key, value in running.service.environment.items():
-            env[key] = self._rewrite(value)
+        service_env = {**running.service.environment, **self.overrides.get(running.service.name, {})}
+        for key, value in service_env.items():
+            env[key] = self._rewrite(value.replace("{run_dir}", self.run_dir))
         for key in ("REDIS_URL", "DATABASE_URL"):
             if key in self.environ and key in running.service.environment:
                 env[key] = self.environ[key]
@@ -239,6 +249,7 @@ class PatternRun:
             if running.backing is not None:
                 running.backing.stop()
             self._say(running.service.name, "stopped")
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def _stop_group(process: subprocess.Popen, timeout: float = 15.0) -> None:
@@ -256,14 +267,19 @@ def _stop_group(process: subprocess.Popen, timeout: float = 15.0) -> None:
 
 
 @contextmanager
-def run_pattern(pattern_dir: str | Path, free_ports: bool = True, echo: bool = False, environ: dict[str, str] | None = None):
-    """Start every service of the pattern, wait until all are healthy, and stop them all on the way out."""
+def run_pattern(pattern_dir: str | Path, free_ports: bool = True, echo: bool = False, environ: dict[str, str] | None = None,
+                overrides: dict[str, dict[str, str]] | None = None):
+    """Start every service of the pattern, wait until all are healthy, and stop them all on the way out.
+
+    `environ` may name the user's own REDIS_URL / DATABASE_URL (default: taken from the environment);
+    `overrides` sets environment variables of single services over their compose values (tests use it).
+    """
     path = Path(pattern_dir)
     if not path.is_absolute():
         path = REPO_ROOT / path
     if not (path / "docker-compose.yml").exists():
         raise RunnerError(f"{pattern_dir}: no docker-compose.yml (is it a pattern directory?)")
-    run = PatternRun(path, free_ports, echo, dict(environ if environ is not None else _user_backing_env()))
+    run = PatternRun(path, free_ports, echo, dict(environ if environ is not None else _user_backing_env()), overrides or {})
     try:
         run.start()
         run.wait_all_healthy()

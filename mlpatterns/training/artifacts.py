@@ -1,6 +1,7 @@
 """Where a trained model lives and how to tell whether it is up to date.
 
-A model directory holds `model.onnx`, `labels.json` and `metrics.json`; metrics.json records a fingerprint of
+A model directory holds `model.onnx`, its checksum `model.onnx.sha256` (sha256sum's format, so a loader can
+verify what it fetched), `labels.json` and `metrics.json`; metrics.json records a fingerprint of
 what produced the model (trainer code, parameters, library versions), so a rebuild is skipped when nothing
 that shapes the model has changed.
 """
@@ -23,6 +24,10 @@ class ModelArtifacts:
         return self.directory / "model.onnx"
 
     @property
+    def checksum(self) -> Path:
+        return self.directory / "model.onnx.sha256"
+
+    @property
     def labels(self) -> Path:
         return self.directory / "labels.json"
 
@@ -31,7 +36,7 @@ class ModelArtifacts:
         return self.directory / "metrics.json"
 
     def recorded_fingerprint(self) -> str | None:
-        if not (self.model.exists() and self.labels.exists() and self.metrics.exists()):
+        if not all(path.exists() for path in (self.model, self.checksum, self.labels, self.metrics)):
             return None
         try:
             return json.loads(self.metrics.read_text()).get("fingerprint")
@@ -44,6 +49,7 @@ class ModelArtifacts:
         self.metrics.unlink(missing_ok=True)
         self.labels.write_text(json.dumps({str(k): v for k, v in labels.items()}, indent=2) + "\n")
         self.model.write_bytes(onnx_bytes)
+        self.checksum.write_text(f"{hashlib.sha256(onnx_bytes).hexdigest()}  {self.model.name}\n")
         self.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
 
 
