@@ -262,9 +262,12 @@ def consistency(compose_file: Path, name: str) -> list[str]:
         for _, container in deployment_containers([doc]):
             if container["image"] != service.get("image"):
                 continue
+            # A value from a Secret (valueFrom) stands in for the compose literal: only its name is compared.
+            from_secret = {e["name"] for e in container.get("env", []) if "valueFrom" in e}
             env = {e["name"]: e.get("value") for e in container.get("env", []) if e["name"] not in local_only}
             same("command", command, path, container.get("command"))
-            same("environment", {k: v for k, v in environment.items() if k not in local_only}, path, env)
+            same("environment", {k: None if k in from_secret else v for k, v in environment.items() if k not in local_only},
+                 path, env)
             same("target port and containerPort", ports, path, [p["containerPort"] for p in container.get("ports", [])])
             same("healthcheck URL path and readinessProbe path", health_url.path, path,
                  container.get("readinessProbe", {}).get("httpGet", {}).get("path"))

@@ -1,0 +1,59 @@
+"""The model management service. gunicorn calls `create_app()` in each worker, which opens its own pool.
+
+The schema is not touched here: `migrate.py` brings it up to date once, before any worker starts.
+"""
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
+from sqlalchemy.exc import DataError, OperationalError, TimeoutError as PoolTimeout
+
+from chapter2_training.model_db.routes import api_router, health
+from chapter2_training.model_db.settings import ModelDbSettings
+from mlpatterns.db import create_db_engine, session_factory
+from mlpatterns.errors import install_error_handlers
+from mlpatterns.logging import configure_logging
+from mlpatterns.serving.metrics import metrics_response
+from mlpatterns.serving.middleware import BodySizeLimitMiddleware, MetricsMiddleware
+
+logger = logging.getLogger(__name__)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("%s %s -> 503: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": "the database is unavailable; try again later"}, status_code=503)
+
+
+async def _data_refused(request: Request, exc: Exception) -> JSONResponse:
+    """A value the schemas let through but PostgreSQL refuses is still the client's input: a 422, not a 500."""
+    detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+    return JSONResponse({"detail": f"the database refused a value: {detail}"}, status_code=422)
+
+
+def create_app(settings: ModelDbSettings | None = None) -> FastAPI:
+    settings = settings or ModelDbSettings()
+    configure_logging(settings.log_level, settings.log_json)
+    engine = create_db_engine(settings.url, pool_size=settings.db_pool_size, max_overflow=0)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        engine.dispose()
+
+    app = FastAPIOffline(
+        title=settings.api_title, description=settings.api_description, version=settings.api_version, lifespan=lifespan
+    )
+    app.state.sessions = session_factory(engine)
+    install_error_handlers(app)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(PoolTimeout, _database_unavailable)
+    app.add_exception_handler(DataError, _data_refused)
+    app.include_router(health, prefix=f"/v{settings.api_version}")
+    app.include_router(api_router)
+    app.add_api_route("/metrics", metrics_response, include_in_schema=False)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware)
+    return app

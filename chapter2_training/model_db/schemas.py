@@ -1,0 +1,118 @@
+"""Request and response bodies. The JSON keys are the original sample's; what PostgreSQL cannot store is a 422
+here (a NUL character, an unpaired surrogate, NaN, a name over 255 characters), never a database error.
+"""
+
+import math
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+MAX_JSON_DEPTH = 32
+
+
+def _storable_text(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("text must not contain NUL (\\u0000) characters")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode: unpaired surrogates (\\ud800-\\udfff) cannot be stored") from None
+    return text
+
+
+def _storable(value: dict[str, Any]) -> dict[str, Any]:
+    """Walk the object without recursion: PostgreSQL's jsonb takes neither NaN/Infinity nor NUL characters."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"objects nested deeper than {MAX_JSON_DEPTH} levels are not accepted")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("NaN and infinities are not JSON numbers")
+        if isinstance(item, str):
+            _storable_text(item)
+        elif isinstance(item, dict):
+            pending += [(key, depth) for key in item] + [(v, depth + 1) for v in item.values()]
+        elif isinstance(item, list):
+            pending += [(v, depth + 1) for v in item]
+    return value
+
+
+Text = Annotated[str, AfterValidator(_storable_text)]
+Key = Annotated[str, StringConstraints(min_length=1, max_length=255), AfterValidator(_storable_text)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(_storable)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is a 422, not silently dropped
+
+
+class ProjectCreate(Body):
+    project_name: Key
+    description: Text | None = None
+
+
+class ModelCreate(Body):
+    project_id: Key
+    model_name: Key
+    description: Text | None = None
+
+
+class ExperimentCreate(Body):
+    model_id: Key
+    model_version_id: Key
+    parameters: JsonObject | None = None
+    training_dataset: Text | None = None
+    validation_dataset: Text | None = None
+    test_dataset: Text | None = None
+    evaluations: JsonObject | None = None
+    artifact_file_paths: JsonObject | None = None
+
+
+class EvaluationsMerge(Body):
+    evaluations: JsonObject = Field(description="Keys to add to (or replace in) the stored evaluations.")
+
+
+class ArtifactFilePathsMerge(Body):
+    artifact_file_paths: JsonObject = Field(description="Keys to add to (or replace in) the stored paths.")
+
+
+class Row(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ProjectOut(Row):
+    project_id: str
+    project_name: str
+    description: str | None
+    created_datetime: datetime
+
+
+class ModelOut(Row):
+    model_config = ConfigDict(protected_namespaces=())  # `model_id` and `model_name` are this API's own keys
+
+    model_id: str
+    project_id: str
+    model_name: str
+    description: str | None
+    created_datetime: datetime
+
+
+class ExperimentOut(Row):
+    model_config = ConfigDict(protected_namespaces=())
+
+    experiment_id: str
+    model_id: str
+    model_version_id: str
+    parameters: dict[str, Any] | None
+    training_dataset: str | None
+    validation_dataset: str | None
+    test_dataset: str | None
+    evaluations: dict[str, Any] | None
+    artifact_file_paths: dict[str, Any] | None
+    created_datetime: datetime
+
+
+class Health(BaseModel):
+    health: str

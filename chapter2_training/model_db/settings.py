@@ -1,0 +1,42 @@
+"""Settings of the model management service, read from the environment when a process starts."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import URL, make_url
+
+
+class ModelDbSettings(BaseSettings):
+    """`DATABASE_URL` names the database; without it, the original sample's `POSTGRES_*` variables do."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    database_url: str | None = Field(
+        None, description="A full SQLAlchemy URL, e.g. postgresql+psycopg2://model_db:model_db@postgres:5432/model_db."
+    )
+    postgres_user: str = Field("model_db", description="Used only when DATABASE_URL is not set (as the next four).")
+    postgres_password: str = "model_db"
+    postgres_server: str = "127.0.0.1"
+    postgres_port: int = 5432
+    postgres_db: str = "model_db"
+    db_pool_size: int = Field(5, gt=0, description="Connections per worker process; keep workers x replicas x this"
+                                                   " under the server's max_connections (100 by default).")
+    db_wait_seconds: float = Field(30.0, ge=0, description="How long `migrate` waits for the database to accept.")
+    api_title: str = "Model_DB_Service"
+    api_description: str = "machine learning system training patterns"
+    api_version: str = Field("0.1", description="Also the health route's prefix: /v{API_VERSION}/health.")
+    max_body_bytes: int = Field(1_048_576, gt=0, description="Larger request bodies are refused with 413.")
+    log_level: str = "INFO"
+    log_json: bool = Field(False, description="Log one JSON object per line instead of plain text.")
+
+    @property
+    def url(self) -> URL:
+        if self.database_url:
+            return make_url(self.database_url)
+        return URL.create(
+            "postgresql+psycopg2",
+            username=self.postgres_user,
+            password=self.postgres_password,
+            host=self.postgres_server,
+            port=self.postgres_port,
+            database=self.postgres_db,
+        )
