@@ -7,9 +7,13 @@
         registry.merge_evaluations(experiment_id, {"accuracy": 0.97})
 """
 
+import logging
+import os
 from typing import Any
 
 import httpx
+
+logger = logging.getLogger(__name__)
 
 
 class RegistryError(RuntimeError):
@@ -23,8 +27,14 @@ class ModelRegistry:
     def __init__(self, base_url: str, timeout: float = 10.0):
         self.http = httpx.Client(base_url=base_url, timeout=timeout)
 
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = self.http.post(path, json=body)
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        return self._check(self.http.post(path, json=body))
+
+    def _get(self, path: str) -> Any:
+        return self._check(self.http.get(path))
+
+    @staticmethod
+    def _check(response: httpx.Response) -> Any:
         if response.is_error:
             try:
                 detail = response.json().get("detail")
@@ -55,6 +65,16 @@ class ModelRegistry:
         body = {"artifact_file_paths": paths}
         return self._post(f"/api/experiments/artifact-file-paths/{experiment_id}", body)["artifact_file_paths"]
 
+    def latest_experiment(self, project_name: str, model_name: str) -> dict[str, Any]:
+        """The newest experiment of a model, found by project and model name."""
+        models = [m for m in self._get(f"/api/models/project-name/{project_name}") if m["model_name"] == model_name]
+        if not models:
+            raise RegistryError(404, f"project {project_name!r} has no model named {model_name!r}")
+        experiments = self._get(f"/api/experiments/model-id/{models[0]['model_id']}")
+        if not experiments:
+            raise RegistryError(404, f"model {model_name!r} has no experiment yet")
+        return experiments[-1]
+
     def close(self) -> None:
         self.http.close()
 
@@ -63,3 +83,21 @@ class ModelRegistry:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def register_run(*, project: str, model: str, version: str, parameters: dict[str, Any], evaluations: dict[str, Any],
+                 artifact_file_paths: dict[str, str], url: str | None = None, **datasets: str) -> str | None:
+    """Record a training run in model_db when MODEL_DB_URL (or `url`) names one; say so when it does not.
+
+    `datasets`: training_dataset, validation_dataset, test_dataset (descriptions or paths).
+    """
+    url = url or os.environ.get("MODEL_DB_URL")
+    if not url:
+        logger.info("model_db: not configured (set MODEL_DB_URL to register this run)")
+        return None
+    with ModelRegistry(url) as registry:
+        model_id = registry.ensure_model(registry.ensure_project(project), model)
+        experiment_id = registry.add_experiment(model_id, version, parameters=parameters, evaluations=evaluations,
+                                                artifact_file_paths=artifact_file_paths, **datasets)
+    logger.info("model_db: registered %s/%s version %s as experiment %s", project, model, version, experiment_id)
+    return experiment_id

@@ -1,6 +1,10 @@
 """The model loader: fetch the model into the shared volume, verify it, and only then let the API start.
 
     MODEL_SOURCE=http://repository:8080/iris_svc/model.onnx MODEL_DIR=/models python -m <this module>
+    MODEL_DB_URL=http://model-db:8000 MODEL_NAME=iris_rf MODEL_DIR=/models python -m <this module>
+
+The second form loads the newest experiment of a model registered in the model management DB
+(chapter2_training/model_db): its artifact paths name the model, its labels and its checksum.
 
 It runs once, before the API: a Kubernetes init container, a compose service the API depends on with
 `service_completed_successfully`, a one-shot process in the local runner. Any failure exits non-zero with
@@ -26,7 +30,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlpatterns.logging import configure_logging
-from mlpatterns.predictor import OnnxPredictor, load_labels
+from mlpatterns.predictor import OnnxPredictor
+from mlpatterns.registry import ModelRegistry, RegistryError
 
 logger = logging.getLogger("model_loader")
 
@@ -34,7 +39,10 @@ logger = logging.getLogger("model_loader")
 class LoaderSettings(BaseSettings):
     model_config = SettingsConfigDict(protected_namespaces=())
 
-    model_source: str = Field(description="A path, file:// or http(s):// URL of the ONNX model.")
+    model_source: str | None = Field(None, description="A path, file:// or http(s):// URL of the ONNX model.")
+    model_db_url: str | None = Field(None, description="A model_db service to look MODEL_NAME up in instead.")
+    model_name: str | None = Field(None, description="The registered model whose newest experiment to load.")
+    model_project: str = Field("iris", description="The model_db project of MODEL_NAME.")
     label_source: str | None = Field(None, description="Where its labels are; default: labels.json beside it.")
     model_sha256: str | None = Field(None, description="Expected checksum; default: read from <source>.sha256.")
     model_dir: Path = Field(Path("/models"), description="The shared volume the API loads from.")
@@ -96,7 +104,28 @@ def verify(model_path: Path, label_path: Path, expected_shape: list[int]) -> str
     return f"input {predictor.input_name} {predictor.input_shape}, {len(predictor.labels)} labels"
 
 
+def resolve(settings: LoaderSettings) -> LoaderSettings:
+    """Fill in source, labels and checksum from model_db when the model is named rather than located."""
+    if settings.model_name and settings.model_db_url:
+        try:
+            with ModelRegistry(settings.model_db_url, settings.timeout) as registry:
+                experiment = registry.latest_experiment(settings.model_project, settings.model_name)
+        except (RegistryError, httpx.HTTPError) as error:
+            raise LoadError(f"model_db at {settings.model_db_url}: {error}") from None
+        paths = experiment.get("artifact_file_paths") or {}
+        if "model" not in paths:
+            raise LoadError(f"experiment {experiment['experiment_id']} of {settings.model_name} records no model path")
+        logger.info("model_db: %s/%s is experiment %s, version %s", settings.model_project, settings.model_name,
+                    experiment["experiment_id"], experiment["model_version_id"])
+        return settings.model_copy(update={"model_source": paths["model"], "label_source": paths.get("labels"),
+                                           "model_sha256": settings.model_sha256 or paths.get("model_sha256")})
+    if not settings.model_source:
+        raise LoadError("say where the model is: MODEL_SOURCE, or MODEL_DB_URL with MODEL_NAME")
+    return settings
+
+
 def load(settings: LoaderSettings) -> None:
+    settings = resolve(settings)
     model = fetch(settings.model_source, settings.timeout)
     checksum = hashlib.sha256(model).hexdigest()
     expected = expected_checksum(settings)

@@ -29,6 +29,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, OneClassSVM
 
+from mlpatterns.registry import register_run
 from mlpatterns.training.artifacts import MODELS_DIR, ModelArtifacts, fingerprint
 
 logger = logging.getLogger("mlpatterns.training.iris")
@@ -134,6 +135,14 @@ def build(kind: str, target: str | None = None, out: Path = MODELS_DIR, name: st
     onnx_bytes, labels, metrics = train(kind, target, test_size, seed)
     artifacts.write(onnx_bytes, labels, {"model": name, "params": params, "fingerprint": stamp, **metrics})
     logger.info("%s (%.1f s) -> %s", summary(name, metrics), time.perf_counter() - started, artifacts.directory)
+    register_run(
+        project="iris", model=name, version=f"{name}-{stamp}", parameters=params,
+        evaluations={k: v for k, v in metrics.items() if k != "per_class"},
+        artifact_file_paths={"model": str(artifacts.model.resolve()), "labels": str(artifacts.labels.resolve()),
+                             "metrics": str(artifacts.metrics.resolve()), "model_sha256": artifacts.checksum.read_text().split()[0]},
+        training_dataset="sklearn.datasets.load_iris",
+        test_dataset="none: fitted on all rows" if kind == "outlier" else f"stratified {test_size:.0%} split, seed {seed}",
+    )
     return artifacts
 
 

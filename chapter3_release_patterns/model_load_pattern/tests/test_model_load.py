@@ -13,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from mlpatterns.runner import RunnerError, run_pattern
 from mlpatterns.serving.app import create_serving_app
 from mlpatterns.settings import ServingSettings
+from mlpatterns.training import iris
 
 PATTERN = Path(__file__).parents[1]
 MODELS = PATTERN.parents[1] / "models"
@@ -82,3 +83,20 @@ def test_the_images_carry_no_model():
 def test_the_api_refuses_to_start_without_a_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="no model at"):
         create_serving_app(ServingSettings(MODEL_PATH=str(tmp_path / "model.onnx")))
+
+
+def test_the_loader_loads_the_model_named_in_model_db(tmp_path, monkeypatch):
+    """Train the forest with MODEL_DB_URL set (the trainer registers the run), then name it to the loader."""
+    with run_pattern(PATTERN.parents[1] / "chapter2_training" / "model_db", environ={}) as registry:
+        monkeypatch.setenv("MODEL_DB_URL", registry.url("model_db"))
+        iris.build("rf", out=tmp_path)
+        loader = {"MODEL_SOURCE": "", "MODEL_DB_URL": registry.url("model_db"), "MODEL_NAME": "iris_rf"}
+        with run_pattern(PATTERN, overrides={"loader": loader}) as run:
+            assert "model_db: iris/iris_rf is experiment" in run.logs("loader")
+            assert f"loaded {tmp_path}/iris_rf/model.onnx" in run.logs("loader")
+            scores = httpx.get(run.url("api") + "/predict/test").json()["prediction"][0]
+            assert scores == pytest.approx([1.0, 0.0, 0.0], abs=0.05)
+        unknown = {**loader, "MODEL_NAME": "iris_knn"}
+        with pytest.raises(RunnerError, match="project 'iris' has no model named 'iris_knn'"):
+            with run_pattern(PATTERN, overrides={"loader": unknown}):
+                pass
