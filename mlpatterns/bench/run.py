@@ -3,16 +3,24 @@
 1. /predict of the pattern, started by the local runner on free ports, under wrk at 1 and 32 connections;
 2. the echo floor: a minimal FastAPI JSON echo on the same server stack and worker count, same load;
 3. the model floor: the same ONNX model called in this process (one row; a 1000-row batch).
-Prints a table and the ratios that matter, and writes them as markdown to build/bench/<pattern>.md.
+The two servers are loaded in turn, round after round, so a slow spell of a shared machine hits both alike;
+each figure is the median of the rounds. Prints a table and the ratios that matter, and writes them as
+markdown to build/bench/<pattern>.md.
 """
 
 import argparse
 import os
 import platform
 import shlex
+import signal
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -20,124 +28,228 @@ import httpx
 import numpy as np
 import orjson
 
-from mlpatterns.bench.echo import echo_server
+from mlpatterns.bench.cpu import CpuMeter, CpuShare
 from mlpatterns.bench.wrk import Load, WrkMissing, ensure_wrk, run_wrk
 from mlpatterns.predictor import OnnxPredictor
-from mlpatterns.runner.run import REPO_ROOT, RunnerError, run_pattern
+from mlpatterns.runner.backing import free_port
+from mlpatterns.runner.run import REPO_ROOT, RunnerError, stop_group, run_pattern
 from mlpatterns.settings import IRIS_SAMPLE, ServingSettings
 
 CONCURRENCIES = (1, 32)
+BATCH_ROWS = 1000
 
 
-def load_both(url: str, body: bytes, seconds: float, warmup: float) -> dict[int, Load]:
-    run_wrk(url, body, max(CONCURRENCIES), warmup)  # warm-up: connections, caches, lazy imports
-    return {c: run_wrk(url, body, c, seconds) for c in CONCURRENCIES}
+@dataclass
+class Target:
+    label: str
+    url: str
+    pgid: int  # the server's process group, for its CPU time
+
+
+@dataclass
+class Figures:
+    """One target at one concurrency: medians over the rounds."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us_per_request: float
+    errors: int  # over every round: non-2xx answers and socket errors
+    other_cpu: float  # the largest share of the machine used by other processes during a round
+
+
+@contextmanager
+def echo_server(workers: str | None, timeout: float = 60.0) -> Iterator[tuple[str, int]]:
+    """The echo floor app under the pattern's gunicorn config and worker count, on a free loopback port.
+
+    Yields its URL and process group id; stops the group (TERM, then KILL) on the way out, failures included.
+    """
+    port = free_port()
+    env = dict(os.environ, HOST="127.0.0.1", PORT=str(port))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    if workers:
+        env["WORKERS"] = workers
+    command = [sys.executable, "-m", "gunicorn", "--config", "python:mlpatterns.serving.gunicorn_conf",
+               "mlpatterns.bench.echo:create_echo_app()"]
+    url = f"http://127.0.0.1:{port}/echo"
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # its own process group: the workers stop with it
+        try:
+            deadline = time.monotonic() + timeout
+            while not _answers(url):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RunnerError(f"the echo server did not start:\n{log.read().decode(errors='replace')}")
+                time.sleep(0.2)
+            yield url, process.pid  # a session leader: its pid is its process group id
+        finally:
+            stop_group(process)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.post(url, json={"ping": 1}, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def measure(targets: list[Target], body: bytes, seconds: float, warmup: float, rounds: int) -> dict:
+    """Load each target in turn at each concurrency, `rounds` times: {(label, connections): Figures}."""
+    for target in targets:
+        if warmup:
+            run_wrk(target.url, body, max(CONCURRENCIES), warmup)  # connections, caches, lazy imports
+    runs: dict[tuple[str, int], list] = {(t.label, c): [] for t in targets for c in CONCURRENCIES}
+    for round_number in range(1, rounds + 1):
+        for connections in CONCURRENCIES:
+            for target in targets:
+                with CpuMeter(target.pgid) as meter:
+                    load = run_wrk(target.url, body, connections, seconds)
+                runs[target.label, connections].append((load, meter.result))
+                print(f"  round {round_number}/{rounds} c={connections:<3} {target.label}: {load.rps:,.0f} req/s, "
+                      f"p50 {load.p50_ms:.2f} ms, other processes {meter.result.other_fraction:.0%}", flush=True)
+    return {key: summarize(done) for key, done in runs.items()}
+
+
+def summarize(done: list[tuple[Load, CpuShare]]) -> Figures:
+    return Figures(
+        rps=statistics.median(load.rps for load, _ in done),
+        p50_ms=statistics.median(load.p50_ms for load, _ in done),
+        p99_ms=statistics.median(load.p99_ms for load, _ in done),
+        cpu_us_per_request=statistics.median(cpu.server_seconds * 1e6 / max(1, load.requests) for load, cpu in done),
+        errors=sum(load.status_errors + load.socket_errors for load, _ in done),
+        other_cpu=max(cpu.other_fraction for _, cpu in done),
+    )
 
 
 def model_floor(model_path: Path, sample: list, seconds: float) -> tuple[float, float]:
-    """onnxruntime's own run() on the served model, as the predictor sets it up: (1-row calls/s, batch rows/s)."""
+    """onnxruntime's own run() on the served model, set up as the predictor does: (1-row calls/s, batch rows/s)."""
     predictor = OnnxPredictor(REPO_ROOT / model_path).load()
     outputs = [predictor.score_output] + ([predictor.class_output] if predictor.class_output else [])
     one_row = predictor.check(sample[:1])
-    batch = np.repeat(one_row, 1000, axis=0)
+    batch = np.repeat(one_row, BATCH_ROWS, axis=0)
 
-    def rate(array: np.ndarray) -> float:
+    def calls_per_second(array: np.ndarray) -> float:
         feed = {predictor.input_name: array}
         calls, start = 0, time.perf_counter()
         while (elapsed := time.perf_counter() - start) < seconds:
-            for _ in range(100):
+            for _ in range(10):
                 predictor.session.run(outputs, feed)
-            calls += 100
+            calls += 10
         return calls / elapsed
 
-    rate(one_row)  # warm-up
-    return rate(one_row), rate(batch) * len(batch)
+    calls_per_second(one_row)  # warm-up
+    return calls_per_second(one_row), calls_per_second(batch) * BATCH_ROWS
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlpatterns.bench", description=__doc__.splitlines()[0])
     parser.add_argument("pattern", type=Path, help="a serving pattern directory")
-    parser.add_argument("--service", default="web", help="the compose service that serves /predict (default: web)")
+    parser.add_argument("--service", default="web", help="the compose service that serves the path (default: web)")
     parser.add_argument("--path", default="/predict")
-    parser.add_argument("--seconds", type=float, default=10.0, help="per measured run (default: 10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="before each server's runs (default: 2)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per run (default: 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per server and concurrency (default: 3)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds per server before the runs (default: 2)")
     args = parser.parse_args(argv)
-    if not 1 <= args.seconds <= 120 or not 0 <= args.warmup <= 30:
-        parser.error("--seconds must be within 1..120 and --warmup within 0..30")
+    if not (1 <= args.seconds <= 60 and 1 <= args.rounds <= 10 and 0 <= args.warmup <= 30):
+        parser.error("--seconds must be within 1..60, --rounds within 1..10, --warmup within 0..30")
     try:
         ensure_wrk()
     except WrkMissing as error:
         print(error, file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the servers on the way out, as Ctrl-C does
     name = args.pattern.resolve().name
 
-    print(f"{name}: starting the pattern...", flush=True)
+    print(f"{name}: starting the pattern and the echo floor...", flush=True)
     try:
         with run_pattern(args.pattern, free_ports=True) as run:
-            service = run.running[args.service].service
+            if args.service not in run.running:
+                raise RunnerError(f"{name} has no service {args.service!r} (it has {', '.join(run.running)})")
+            running = run.running[args.service]
             base = run.url(args.service)
             sample = httpx.get(base + "/metadata", timeout=5).json().get("data_sample", IRIS_SAMPLE)
             body = orjson.dumps({"data": sample[:1]})
-            print(f"{name}: loading POST {args.path} with {body.decode()}", flush=True)
-            pattern = load_both(base + args.path, body, args.seconds, args.warmup)
+            workers = running.service.environment.get("WORKERS")
+            with echo_server(workers) as (echo_url, echo_pgid):
+                targets = [Target(f"POST {args.path} ({name})", base + args.path, running.process.pid),
+                           Target("FastAPI JSON echo (floor)", echo_url, echo_pgid)]
+                print(f"loading both with {body.decode()}, {args.rounds} rounds of {args.seconds:g} s", flush=True)
+                figures = measure(targets, body, args.seconds, args.warmup, args.rounds)
     except RunnerError as error:
         print(error, file=sys.stderr)
         return 1
-    workers = service.environment.get("WORKERS")
-    print(f"echo floor: {workers or 'default'} workers...", flush=True)
-    with echo_server(workers) as url:
-        echo = load_both(url, body, args.seconds, args.warmup)
-    model_path = Path(service.environment.get("MODEL_PATH") or ServingSettings.model_fields["model_path"].default)
+    except KeyboardInterrupt:
+        print("interrupted; the servers are stopped", file=sys.stderr)
+        return 130
+    environment = running.service.environment
+    model_path = Path(environment.get("MODEL_PATH") or environment.get("MODEL_FILEPATH")
+                      or ServingSettings.model_fields["model_path"].default)
     print(f"model floor: {model_path} in process...", flush=True)
     calls_per_s, rows_per_s = model_floor(model_path, sample, min(args.seconds, 3.0))
 
-    failed = [(what, c, load) for what, loads in (("pattern", pattern), ("echo", echo)) for c, load in loads.items()
-              if load.status_errors or load.socket_errors]
-    report = render(args, name, workers, body, pattern, echo, calls_per_s, rows_per_s)
+    report = render(args, name, workers, body, [t.label for t in targets], figures, calls_per_s, rows_per_s)
     print("\n" + report)
     out = REPO_ROOT / "build" / "bench" / f"{name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     print(f"written to {out.relative_to(REPO_ROOT)}")
-    for what, c, load in failed:
-        print(f"ERROR: {what} at c={c}: {load.status_errors} non-2xx answers, {load.socket_errors} socket errors",
-              file=sys.stderr)
+    failed = {key: f.errors for key, f in figures.items() if f.errors}
+    for (label, connections), errors in failed.items():
+        print(f"ERROR: {label} at c={connections}: {errors} non-2xx answers or socket errors", file=sys.stderr)
     return 1 if failed else 0
 
 
-def render(args, name: str, workers: str | None, body: bytes, pattern: dict[int, Load], echo: dict[int, Load],
+def render(args, name: str, workers: str | None, body: bytes, labels: list[str], figures: dict,
            calls_per_s: float, rows_per_s: float) -> str:
     command = (f"make bench P={args.pattern}" if os.environ.get("MAKELEVEL")
                else shlex.join(["python", "-m", "mlpatterns.bench", *sys.argv[1:]]))
     wrk_version = subprocess.run([ensure_wrk(), "-v"], capture_output=True, text=True).stdout.split(" [")[0]
-    rows = []
-    for label, loads in ((f"POST {args.path} ({name})", pattern), ("FastAPI JSON echo (floor)", echo)):
-        for c, load in loads.items():
-            errors = load.status_errors + load.socket_errors
-            rows.append(f"| {label} | {c} | {load.rps:,.0f} req/s | {load.p50_ms:.2f} ms | {load.p99_ms:.2f} ms | {errors} |")
-    rows.append(f"| onnxruntime in process, 1 row (floor) | 1 | {calls_per_s:,.0f} calls/s | "
-                f"{1e6 / calls_per_s:.1f} µs/call | | |")
-    rows.append(f"| onnxruntime in process, 1000-row batch (floor) | 1 | {rows_per_s:,.0f} rows/s | | | |")
-    high, low = max(CONCURRENCIES), min(CONCURRENCIES)
-    return "\n".join([
+    rows = [
+        f"| {label} | {c} | {f.rps:,.0f} | {f.p50_ms:.2f} ms | {f.p99_ms:.2f} ms | {f.cpu_us_per_request:,.0f} µs "
+        f"| {f.errors} |"
+        for label in labels for c in CONCURRENCIES for f in [figures[label, c]]
+    ]
+    pattern, echo = labels
+    low, high = min(CONCURRENCIES), max(CONCURRENCIES)
+    throughput = figures[pattern, high].rps / figures[echo, high].rps
+    latency = figures[pattern, low].p50_ms / figures[echo, low].p50_ms
+    cpu = figures[pattern, high].cpu_us_per_request / figures[echo, high].cpu_us_per_request
+    other = max(f.other_cpu for f in figures.values())
+    lines = [
         f"## Benchmark: {name}",
         "",
         f"- command: `{command}`",
         f"- date: {datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- machine: {os.cpu_count()} cores (nproc {len(os.sched_getaffinity(0))}), {_cpu_model()}, "
-        f"Linux {platform.release()}, Python {platform.python_version()}",
-        f"- load: {wrk_version}, 1 thread, {args.seconds:g} s per run after a {args.warmup:g} s warm-up, loopback, "
-        f"body `{body.decode()}`",
+        f"- machine: nproc {len(os.sched_getaffinity(0))}, {_cpu_model()}, Linux {platform.release()}, "
+        f"Python {platform.python_version()}",
         f"- server: gunicorn + uvicorn workers (mlpatterns.serving.gunicorn_conf), {workers or 'default'} workers",
+        f"- load: {wrk_version}, 1 thread, loopback, body `{body.decode()}`; each figure is the median of "
+        f"{args.rounds} runs of {args.seconds:g} s, the two servers loaded in turn, "
+        f"after a {args.warmup:g} s warm-up",
+        f"- other processes used up to {other:.0%} of the machine's CPU during a run"
+        + (" (WARNING: a busy machine; run again when it is quiet)" if other > 0.10 else ""),
         "",
-        "| what | concurrency | throughput | p50 | p99 | errors |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| what | connections | req/s | p50 | p99 | server CPU per request | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
-        f"- {args.path} throughput at c={high}: {100 * pattern[high].rps / echo[high].rps:.0f}% of the echo floor's",
-        f"- {args.path} p50 at c={low}: {pattern[low].p50_ms / echo[low].p50_ms:.2f}x the echo floor's",
+        "| model floor, in process | throughput | per call |",
+        "|---|---:|---:|",
+        f"| onnxruntime, 1 row | {calls_per_s:,.0f} calls/s | {1e6 / calls_per_s:,.1f} µs |",
+        f"| onnxruntime, {BATCH_ROWS}-row batch | {rows_per_s:,.0f} rows/s "
+        f"| {1e6 * BATCH_ROWS / rows_per_s:,.0f} µs |",
         "",
-    ])
+        f"- {args.path} req/s at c={high}: {throughput:.0%} of the echo floor's",
+        f"- {args.path} p50 at c={low}: {latency:.2f}x the echo floor's",
+        f"- {args.path} server CPU per request at c={high}: {cpu:.2f}x the echo floor's",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _cpu_model() -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SCRIPT = Path(__file__).with_name("post.lua")
-INSTALL = "apt-get update && apt-get install -y wrk"
+INSTALL = ["apt-get update", "apt-get install -y wrk"]
 
 
 class WrkMissing(RuntimeError):
@@ -34,12 +34,16 @@ def ensure_wrk() -> str:
     if found := shutil.which("wrk"):
         return found
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        print(f"wrk is missing; installing it: {INSTALL}", flush=True)
-        subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=600)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, timeout=600)
+        print(f"wrk is missing; installing it: {' && '.join(INSTALL)}", flush=True)
+        try:
+            for step in INSTALL:
+                subprocess.run(step.split(), check=True, timeout=600)
+        except subprocess.SubprocessError as error:
+            print(f"installing wrk failed: {error}", flush=True)
         if found := shutil.which("wrk"):
             return found
-    raise WrkMissing(f"wrk is not installed: run `sudo {INSTALL}` (Debian/Ubuntu), then run the bench again")
+    command = " && ".join(f"sudo {step}" for step in INSTALL)
+    raise WrkMissing(f"wrk is not installed: run `{command}` (Debian/Ubuntu), then run the bench again")
 
 
 def run_wrk(url: str, body: bytes, connections: int, seconds: float, threads: int = 1) -> Load:

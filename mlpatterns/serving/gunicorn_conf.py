@@ -31,11 +31,18 @@ _server = ServerSettings()
 bind = f"{_server.host}:{_server.port}"
 workers = _server.workers
 worker_class = "uvicorn_worker.UvicornWorker"
+# Every worker listens on a socket of its own and the kernel spreads new connections across them. With the one
+# shared socket, the first worker to wake accepts a whole burst of keep-alive connections (a load balancer's,
+# a load test's) and keeps them while the other workers idle: throughput halves, by chance, on some starts.
+reuse_port = True
 backlog = _server.backlog
 timeout = _server.timeout
 graceful_timeout = _server.graceful_timeout
 keepalive = _server.keepalive
 loglevel = _server.log_level.lower()
+# gunicorn 25+ opens a control socket under $HOME by default: every local gunicorn would claim the same path, and
+# a read-only root filesystem (the Kubernetes manifests) has no $HOME to write to.
+control_socket_disable = True
 accesslog = None  # a log line per request costs more than the prediction; metrics count requests instead
 errorlog = "-"
 
@@ -49,6 +56,11 @@ def on_starting(server):
     else:
         for stale in os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"]):
             os.unlink(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], stale))
+
+
+def when_ready(server):
+    # With reuse_port the master holds no socket, so gunicorn's own "Listening at" line shows no address.
+    server.log.info("Workers listen at: http://%s", bind)
 
 
 def child_exit(server, worker):

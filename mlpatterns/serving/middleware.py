@@ -14,16 +14,20 @@ LATENCY = Histogram(
     ["method", "path"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
-# Probes and scrapes would drown the figures that matter.
-UNMEASURED_PATHS = frozenset({"/health", "/metrics"})
+# Probes and scrapes would drown the figures that matter (model_db's probe is /v0.1/health).
+def unmeasured(path: str) -> bool:
+    return path.endswith("/health") or path == "/metrics"
 
 
 class MetricsMiddleware:
     def __init__(self, app: ASGIApp):
         self.app = app
+        # labels() costs about as much as the increment itself, so each label set's children are kept here (as
+        # prometheus_client keeps them anyway): (method, path, status) -> (request counter, latency histogram).
+        self._children: dict[tuple[str, str, int], tuple] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNMEASURED_PATHS:
+        if scope["type"] != "http" or unmeasured(scope["path"]):
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
@@ -39,10 +43,13 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             # The route template (not the raw path) keeps label cardinality bounded.
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            REQUESTS.labels(scope["method"], path, str(status)).inc()
-            LATENCY.labels(scope["method"], path).observe(time.perf_counter() - start)
+            key = (scope["method"], getattr(scope.get("route"), "path", "unmatched"), status)
+            if key not in self._children:
+                method, path, _ = key
+                self._children[key] = (REQUESTS.labels(method, path, str(status)), LATENCY.labels(method, path))
+            requests, latency = self._children[key]
+            requests.inc()
+            latency.observe(time.perf_counter() - start)
 
 
 class BodySizeLimitMiddleware:
