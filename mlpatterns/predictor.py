@@ -1,7 +1,7 @@
 """ONNX predictor: one small class that every serving pattern uses.
 
-It loads the model once, checks each batch against the model's own input metadata (feature count, dtype),
-predicts every row of the batch and maps class indices to labels.
+It loads the model once, checks each batch against the model's own input metadata (item shape, dtype),
+predicts every item of the batch (a row of features, an image) and maps class indices to labels.
 """
 
 import json
@@ -33,7 +33,7 @@ def load_labels(path: Path) -> dict[int, str]:
 
 @dataclass(frozen=True)
 class Prediction:
-    """What the model says about a batch: one row of scores and one class index per input row."""
+    """What the model says about a batch: one row of scores and one class index per input item."""
 
     scores: np.ndarray  # (N, C) float32: class probabilities, or (N, 1) decision scores for a one-class model
     classes: np.ndarray  # (N,) int64
@@ -90,28 +90,38 @@ class OnnxPredictor:
 
     @property
     def feature_shape(self) -> list[int]:
-        """The shape of one input row, without the batch axis."""
+        """The shape of one input item (a row of features, an image), without the batch axis; -1: any size."""
         return [int(d) if isinstance(d, int) else -1 for d in self.input_shape[1:]]
 
-    def check(self, rows: list) -> np.ndarray:
-        """Turn a batch of rows into the model's input array, or say exactly what is wrong with it."""
-        if not rows:
-            raise InvalidInput("data must hold at least one row")
+    @property
+    def item_name(self) -> str:
+        """What messages call one input item: a "row" of features, as the tabular API always said, else "item"."""
+        return "row" if len(self.feature_shape) == 1 else "item"
+
+    def check(self, items: list) -> np.ndarray:
+        """Turn a batch of items into the model's input array, or say exactly what is wrong with it."""
+        noun = self.item_name
+        if not items:
+            raise InvalidInput(f"data must hold at least one {noun}")
+        expected = self.feature_shape
+        shape = "x".join(str(d) if d != -1 else "any" for d in expected)
         try:
             with np.errstate(over="ignore"):  # a value too large for the dtype becomes inf, refused below
-                batch = np.asarray(rows, dtype=self.input_dtype)
+                batch = np.asarray(items, dtype=self.input_dtype)
         except (ValueError, TypeError):
-            raise InvalidInput("data must be a list of rows of equal length, each a list of numbers") from None
-        expected = self.feature_shape
+            if noun == "row":
+                raise InvalidInput("data must be a list of rows of equal length, each a list of numbers") from None
+            raise InvalidInput(f"data must be a list of items of equal shape ({shape}), "
+                               "each nested lists of numbers") from None
         if batch.ndim != len(expected) + 1 or any(e != -1 and e != got for e, got in zip(expected, batch.shape[1:])):
-            shape = "x".join(str(d) if d != -1 else "any" for d in expected)
-            raise InvalidInput(f"each row must have shape {shape}; got rows of shape {'x'.join(map(str, batch.shape[1:])) or 'scalar'}")
+            got = "x".join(map(str, batch.shape[1:])) or "scalar"
+            raise InvalidInput(f"each {noun} must have shape {shape}; got {noun}s of shape {got}")
         if not np.isfinite(batch).all():
             raise InvalidInput(f"values must be finite numbers within the range of {np.dtype(self.input_dtype).name}")
         return batch
 
-    def predict(self, rows: list | np.ndarray) -> Prediction:
-        batch = rows if isinstance(rows, np.ndarray) else self.check(rows)
+    def predict(self, items: list | np.ndarray) -> Prediction:
+        batch = items if isinstance(items, np.ndarray) else self.check(items)
         names = [self.score_output] + ([self.class_output] if self.class_output else [])
         results = self.session.run(names, {self.input_name: batch})
         scores = results[0]

@@ -28,7 +28,11 @@ class ServingSettings(BaseSettings):
         validation_alias=AliasChoices("LABEL_PATH", "LABEL_FILEPATH"),
         description="JSON object from class index to label; default: labels.json beside the model.",
     )
-    sample_input: list[list[float]] = Field(IRIS_SAMPLE, description="The example input of /metadata and /predict/test.")
+    sample_input: list = Field(
+        IRIS_SAMPLE,
+        description="The example batch of /metadata and /predict/test: items as deep as the model's input "
+        "(checked against the model when the service starts).",
+    )
     api_title: str = "ServingPattern"
     api_description: str = "machine learning system serving patterns"
     api_version: str = "0.1"

@@ -1,8 +1,9 @@
-"""Request and response bodies of the prediction API (the original sample's JSON keys, every row answered)."""
+"""Request and response bodies of the prediction API (the original sample's JSON keys, every item answered)."""
 
+from functools import cache
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from mlpatterns.settings import IRIS_SAMPLE
 
@@ -10,22 +11,45 @@ from mlpatterns.settings import IRIS_SAMPLE
 Feature = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"data": IRIS_SAMPLE}]})
+def first_error_only(item):
+    """A list type that stops at its first bad element: a bad 10,000-row batch, or an image of 3,072 numbers,
+    gets a 422 naming one error, not a megabyte of them (and validation stops early)."""
+    return Annotated[list[item], Field(fail_fast=True)]
 
-    data: list[list[Feature]] = Field(min_length=1, description="A batch of rows; every row is predicted.")
+
+@cache
+def predict_request(item_ndim: int) -> type[BaseModel]:
+    """The request body for a model whose items have `item_ndim` axes: `{"data": [item, ...]}`, each item
+    nested lists of numbers that deep (1: a row of features; 3: an image, channels x rows x columns).
+
+    The depth is checked here, the exact item shape by the predictor against the model's input. Cached: one
+    class per depth, so the OpenAPI schema names each once."""
+    item = Feature
+    for _ in range(item_ndim):
+        item = first_error_only(item)
+    config = ConfigDict(extra="forbid")
+    if item_ndim == 1:  # an example image would fill the docs page
+        config["json_schema_extra"] = {"examples": [{"data": IRIS_SAMPLE}]}
+    return create_model(
+        "PredictRequest" if item_ndim == 1 else f"PredictRequest{item_ndim}D",
+        __config__=config,
+        data=(list[item], Field(min_length=1, fail_fast=True, description="A batch; every item is predicted.")),
+    )
+
+
+PredictRequest = predict_request(1)  # tabular rows: {"data": [[f, f, f, f], ...]}
 
 
 class ScoresResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"prediction": [[0.971, 0.016, 0.013]]}]})
 
-    prediction: list[list[float]] = Field(description="One row of class probabilities (or scores) per input row.")
+    prediction: list[list[float]] = Field(description="One row of class probabilities (or scores) per input item.")
 
 
 class LabelsResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"prediction": ["setosa"]}]})
 
-    prediction: list[str] = Field(description="The most likely label of each input row.")
+    prediction: list[str] = Field(description="The most likely label of each input item.")
 
 
 class Health(BaseModel):
@@ -35,7 +59,7 @@ class Health(BaseModel):
 class Metadata(BaseModel):
     data_type: str
     data_structure: str
-    data_sample: list[list[float]]
+    data_sample: list = Field(description="A batch of one or more items, nested lists as deep as the model's input.")
     prediction_type: str
     prediction_structure: str
     prediction_sample: list[list[float]]

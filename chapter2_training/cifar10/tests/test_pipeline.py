@@ -154,6 +154,15 @@ def test_service_answers_every_image_of_a_batch(service, run):
     np.testing.assert_allclose(scores, probabilities, atol=1e-5)
 
 
+def test_metadata_and_the_sample_prediction(service):
+    metadata = service.get("/metadata").json()
+    assert metadata["data_structure"] == "(1, 3, 32, 32)" and metadata["data_sample"] == [image()]
+    assert metadata["prediction_structure"] == "(1, 10)"
+    assert metadata["prediction_sample"] == service.get("/predict/test").json()["prediction"]
+    (label,) = service.get("/predict/test/label").json()["prediction"]
+    assert service.post("/predict/label", json={"data": [image()]}).json() == {"prediction": [label]}
+
+
 def image(channels: int = 3, size: int = 32) -> list:
     return np.zeros((channels, size, size), dtype=int).tolist()
 
@@ -165,9 +174,9 @@ def ragged() -> list:
 
 
 @pytest.mark.parametrize("body, message", [
-    ({"data": [image(channels=1)]}, "each row must have shape 3x32x32; got rows of shape 1x32x32"),
-    ({"data": [image(size=28)]}, "each row must have shape 3x32x32; got rows of shape 3x28x28"),
-    ({"data": [ragged()]}, "rows of equal length"),
+    ({"data": [image(channels=1)]}, "each item must have shape 3x32x32; got items of shape 1x32x32"),
+    ({"data": [image(size=28)]}, "each item must have shape 3x32x32; got items of shape 3x28x28"),
+    ({"data": [ragged()]}, "data must be a list of items of equal shape (3x32x32), each nested lists of numbers"),
     ({"data": [[0] * 3072]}, "valid list"),
     ({"data": image()}, "valid list"),
     ({"data": []}, "at least 1 item"),
@@ -186,7 +195,7 @@ def test_wrong_input_is_a_422_with_a_clear_message(service, body, message):
 def test_too_many_images_is_a_413(service):
     response = service.post("/predict", json={"data": [image()] * 257})
     assert response.status_code == 413
-    assert response.json() == {"detail": "data has 257 images; at most 256 are accepted"}
+    assert response.json() == {"detail": "data has 257 items; at most 256 are accepted"}
 
 
 def test_a_run_is_registered_in_model_db_when_it_is_configured(service, run, tmp_path, monkeypatch):

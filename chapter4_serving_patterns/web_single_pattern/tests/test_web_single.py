@@ -116,6 +116,17 @@ def test_bad_input_is_a_422_with_a_clear_message(web, body, message):
     assert web.get("/health").status_code == 200
 
 
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
+def test_a_bad_large_batch_is_one_short_422(web, content_type):
+    rows = [SETOSA] * 17 + [["5.1", 3.5, 1.4, 0.2]] * 9_983  # 10,000 rows, every one from the 18th on bad
+    response = _post_raw(web, json.dumps({"data": rows}), content_type)
+    assert response.status_code == 422
+    assert len(response.content) < 2048  # the first error only, not 9,983 of them (megabytes)
+    assert response.json() == {
+        "detail": [{"type": "float_type", "loc": ["body", "data", 17, 0], "msg": "Input should be a valid number"}]
+    }
+
+
 def test_oversized_body_is_a_413(web):
     huge = json.dumps({"data": [SETOSA] * 60_000})  # ~1.4 MB, over the 1 MiB default
     response = _post_raw(web, huge)
