@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
@@ -59,14 +60,15 @@ class RedisServer:
         if not binary:
             raise BackingError("redis-server is not installed: run `make setup` (Debian: apt-get install redis-server)")
         self.directory = tempfile.mkdtemp(prefix="mlpatterns-redis-")
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.directory, "--logfile", ""],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C in the terminal reaches the runner, which stops us in order
-        )
-        _wait(self._ping, f"redis-server on port {self.port}", self.process)
+        with _stopped_on_failure(self):
+            self.process = subprocess.Popen(
+                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", self.directory, "--logfile", ""],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches the runner, which stops us in order
+            )
+            _wait(self._ping, f"redis-server on port {self.port}", self.process)
         return self
 
     def _ping(self) -> bool:
@@ -117,28 +119,29 @@ class PostgresServer:
         bindir = postgres_bindir()
         prefix = self._as_server_user()
         self.directory = tempfile.mkdtemp(prefix="mlpatterns-postgres-")
-        data, sockets = Path(self.directory, "data"), Path(self.directory, "sockets")
-        data.mkdir()
-        sockets.mkdir()
-        if prefix:
-            for path in (self.directory, data, sockets):
-                shutil.chown(path, "postgres", "postgres")
-        initdb = subprocess.run(
-            prefix + [str(bindir / "initdb"), "-D", str(data), "-U", self.superuser, "--auth=trust", "-E", "UTF8",
-                      "--no-sync", "--no-instructions"],
-            capture_output=True, text=True,
-        )
-        if initdb.returncode != 0:
-            raise BackingError(f"initdb failed: {initdb.stderr.strip()}")
-        self.process = subprocess.Popen(
-            prefix + [str(bindir / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(sockets),
-                      "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
-                      "-c", "synchronous_commit=off"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        _wait(self._accepts, f"PostgreSQL on port {self.port}", self.process)
+        with _stopped_on_failure(self):
+            data, sockets = Path(self.directory, "data"), Path(self.directory, "sockets")
+            data.mkdir()
+            sockets.mkdir()
+            if prefix:
+                for path in (self.directory, data, sockets):
+                    shutil.chown(path, "postgres", "postgres")
+            initdb = subprocess.run(
+                prefix + [str(bindir / "initdb"), "-D", str(data), "-U", self.superuser, "--auth=trust", "-E", "UTF8",
+                          "--no-sync", "--no-instructions"],
+                capture_output=True, text=True,
+            )
+            if initdb.returncode != 0:
+                raise BackingError(f"initdb failed: {initdb.stderr.strip()}")
+            self.process = subprocess.Popen(
+                prefix + [str(bindir / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(sockets),
+                          "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
+                          "-c", "synchronous_commit=off"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            _wait(self._accepts, f"PostgreSQL on port {self.port}", self.process)
         return self
 
     def _connect(self, dbname: str = "postgres"):
@@ -166,6 +169,16 @@ class PostgresServer:
         # SIGINT is PostgreSQL's "fast" shutdown; SIGTERM would wait for every client to disconnect.
         _terminate(self.process, signal.SIGINT)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@contextmanager
+def _stopped_on_failure(server):
+    """A server that fails to start is stopped and its directory removed before the error goes on."""
+    try:
+        yield
+    except BaseException:
+        server.stop()
+        raise
 
 
 def _identifier(name: str) -> str:

@@ -16,7 +16,7 @@ import redis
 import yaml
 
 from mlpatterns.runner import RunnerError, run_pattern
-from mlpatterns.runner.backing import RedisServer, free_port
+from mlpatterns.runner.backing import BackingError, RedisServer, free_port
 from mlpatterns.runner.compose import Service, load_services, start_order
 
 # The one-shot job: creates a table in the database named by DATABASE_URL.
@@ -183,3 +183,14 @@ def test_up_runs_until_ctrl_c_then_stops_everything(tmp_path):
     assert not any(alive(pid) for pid in pids)
     with pytest.raises(httpx.ConnectError):
         httpx.get(url + "/health")
+
+
+def test_a_backing_server_that_cannot_start_leaves_nothing_behind():
+    with socket.socket() as holder:  # the port is taken, so redis-server exits at once
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        server = RedisServer(holder.getsockname()[1])
+        with pytest.raises(BackingError, match="exited with code"):
+            server.start()
+    assert server.directory and not Path(server.directory).exists()
+    assert server.process.poll() is not None
