@@ -1,5 +1,6 @@
 """Benchmark a serving pattern against its floors: `make bench P=<pattern dir>`.
 
 run.py runs the whole benchmark and writes build/bench/<pattern>.md; wrk.py drives the load tool (post.lua is
-its request script); cpu.py accounts for where the CPU went; echo.py is the FastAPI echo app of the floor.
+its request script); cpu.py accounts for where the CPU went; echo.py is the FastAPI echo app of the floor,
+which docker-compose.yml describes for the runner.
 """

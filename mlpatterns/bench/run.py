@@ -16,10 +16,7 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,10 +28,10 @@ import orjson
 from mlpatterns.bench.cpu import CpuMeter, CpuShare
 from mlpatterns.bench.wrk import Load, WrkMissing, ensure_wrk, run_wrk
 from mlpatterns.predictor import OnnxPredictor
-from mlpatterns.runner.backing import free_port
-from mlpatterns.runner.run import REPO_ROOT, RunnerError, stop_group, run_pattern
+from mlpatterns.runner.run import REPO_ROOT, RunnerError, run_pattern
 from mlpatterns.settings import IRIS_SAMPLE, ServingSettings
 
+ECHO = Path(__file__).parent  # its docker-compose.yml: the echo floor as a one-service "pattern"
 CONCURRENCIES = (1, 32)
 BATCH_ROWS = 1000
 
@@ -56,42 +53,6 @@ class Figures:
     cpu_us_per_request: float
     errors: int  # over every round: non-2xx answers and socket errors
     other_cpu: float  # the largest share of the machine used by other processes during a round
-
-
-@contextmanager
-def echo_server(workers: str | None, timeout: float = 60.0) -> Iterator[tuple[str, int]]:
-    """The echo floor app under the pattern's gunicorn config and worker count, on a free loopback port.
-
-    Yields its URL and process group id; stops the group (TERM, then KILL) on the way out, failures included.
-    """
-    port = free_port()
-    env = dict(os.environ, HOST="127.0.0.1", PORT=str(port))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    if workers:
-        env["WORKERS"] = workers
-    command = [sys.executable, "-m", "gunicorn", "--config", "python:mlpatterns.serving.gunicorn_conf",
-               "mlpatterns.bench.echo:create_echo_app()"]
-    url = f"http://127.0.0.1:{port}/echo"
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # its own process group: the workers stop with it
-        try:
-            deadline = time.monotonic() + timeout
-            while not _answers(url):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise RunnerError(f"the echo server did not start:\n{log.read().decode(errors='replace')}")
-                time.sleep(0.2)
-            yield url, process.pid  # a session leader: its pid is its process group id
-        finally:
-            stop_group(process)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.post(url, json={"ping": 1}, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def measure(targets: list[Target], body: bytes, seconds: float, warmup: float, rounds: int) -> dict:
@@ -171,9 +132,11 @@ def main(argv: list[str] | None = None) -> int:
             sample = httpx.get(base + "/metadata", timeout=5).json().get("data_sample", IRIS_SAMPLE)
             body = orjson.dumps({"data": sample[:1]})
             workers = running.service.environment.get("WORKERS")
-            with echo_server(workers) as (echo_url, echo_pgid):
+            with run_pattern(ECHO, overrides={"echo": {"WORKERS": workers}} if workers else None) as floor:
+                # Runner processes lead their own sessions: a pid is its process group id.
+                echo = floor.running["echo"]
                 targets = [Target(f"POST {args.path} ({name})", base + args.path, running.process.pid),
-                           Target("FastAPI JSON echo (floor)", echo_url, echo_pgid)]
+                           Target("FastAPI JSON echo (floor)", floor.url("echo") + "/echo", echo.process.pid)]
                 print(f"loading both with {body.decode()}, {args.rounds} rounds of {args.seconds:g} s", flush=True)
                 figures = measure(targets, body, args.seconds, args.warmup, args.rounds)
     except RunnerError as error:
@@ -182,9 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the servers are stopped", file=sys.stderr)
         return 130
-    environment = running.service.environment
-    model_path = Path(environment.get("MODEL_PATH") or environment.get("MODEL_FILEPATH")
-                      or ServingSettings.model_fields["model_path"].default)
+    model_path = ServingSettings.model_validate(running.service.environment).model_path
     print(f"model floor: {model_path} in process...", flush=True)
     calls_per_s, rows_per_s = model_floor(model_path, sample, min(args.seconds, 3.0))
 

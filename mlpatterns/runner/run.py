@@ -243,7 +243,7 @@ class PatternRun:
     def stop(self) -> None:
         for running in reversed(list(self.running.values())):
             if running.process is not None:
-                stop_group(running.process)
+                _stop_group(running.process)
                 if running.reader is not None:
                     running.reader.join(5)
             if running.backing is not None:
@@ -252,7 +252,7 @@ class PatternRun:
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
-def stop_group(process: subprocess.Popen, timeout: float = 15.0) -> None:
+def _stop_group(process: subprocess.Popen, timeout: float = 15.0) -> None:
     """TERM the process group we created for this child; KILL the group if it has not gone in time."""
     if process.poll() is not None:
         return
