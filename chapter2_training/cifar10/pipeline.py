@@ -68,8 +68,7 @@ def train(data_dir: Path, out: Path, epochs: int, batch_size: int, learning_rate
 
         from mlpatterns.training import cnn
     except ModuleNotFoundError as missing:
-        raise StepError(f"the train step needs PyTorch ({missing}): "
-                        "PIPENV_VENV_IN_PROJECT=1 .tools/bin/pipenv sync --categories torch") from None
+        raise StepError(f"the train step needs PyTorch ({missing}): `make setup` installs it") from None
     description = images.read_description(data_dir)
     config = cnn.TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
     params = {**asdict(config), "model": "small_cnn", "opset": cnn.ONNX_OPSET,
@@ -189,11 +188,9 @@ def measure(url: str, test: images.ImageSet, classes: list[str], batch_size: int
 def register_run(model_dir: Path, data_dir: Path, report_path: Path, report: dict) -> str | None:
     """Record this run in model_db (project cifar10, model small_cnn, an experiment with its parameters,
     metrics and artifact paths) when MODEL_DB_URL names one; say so when it does not."""
-    metrics = json.loads((model_dir / "metrics.json").read_text())
-    paths = {name: str(path.resolve()) for name, path in [
-        ("model", model_dir / "model.onnx"), ("labels", model_dir / "labels.json"),
-        ("metrics", model_dir / "metrics.json"), ("evaluation", report_path), ("data", data_dir)]}
-    paths["model_sha256"] = (model_dir / "model.onnx.sha256").read_text().split()[0]
+    artifacts = ModelArtifacts(model_dir)
+    metrics = json.loads(artifacts.metrics.read_text())
+    paths = {**artifacts.registry_paths(), "evaluation": str(report_path.resolve()), "data": str(data_dir.resolve())}
     return registry.register_run(
         project="cifar10", model="small_cnn", version=f"small_cnn-{metrics['fingerprint']}",
         parameters=metrics["params"],

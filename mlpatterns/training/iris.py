@@ -138,8 +138,7 @@ def build(kind: str, target: str | None = None, out: Path = MODELS_DIR, name: st
     register_run(
         project="iris", model=name, version=f"{name}-{stamp}", parameters=params,
         evaluations={k: v for k, v in metrics.items() if k != "per_class"},
-        artifact_file_paths={"model": str(artifacts.model.resolve()), "labels": str(artifacts.labels.resolve()),
-                             "metrics": str(artifacts.metrics.resolve()), "model_sha256": artifacts.checksum.read_text().split()[0]},
+        artifact_file_paths=artifacts.registry_paths(),
         training_dataset="sklearn.datasets.load_iris",
         test_dataset="none: fitted on all rows" if kind == "outlier" else f"stratified {test_size:.0%} split, seed {seed}",
     )
