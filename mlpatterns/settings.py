@@ -13,10 +13,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 IRIS_SAMPLE = [[5.1, 3.5, 1.4, 0.2]]
 
 
-class ServingSettings(BaseSettings):
-    """A model-serving API (web single and every pattern built on it)."""
+class ServiceSettings(BaseSettings):
+    """What every HTTP service of the project has: its API's name, its body limit, its logging."""
 
     model_config = SettingsConfigDict(extra="ignore", protected_namespaces=(), frozen=True)
+
+    api_title: str = "ServingPattern"
+    api_description: str = "machine learning system serving patterns"
+    api_version: str = "0.1"
+    max_body_bytes: int = Field(1_048_576, gt=0, description="Larger request bodies are refused with 413.")
+    log_level: str = "INFO"
+    log_json: bool = Field(False, description="Log one JSON object per line instead of plain text.")
+
+
+class ServingSettings(ServiceSettings):
+    """A model-serving API (web single and every pattern built on it)."""
 
     model_path: Path = Field(
         Path("models/iris_svc/model.onnx"),
@@ -33,13 +44,7 @@ class ServingSettings(BaseSettings):
         description="The example batch of /metadata and /predict/test: items as deep as the model's input "
         "(checked against the model when the service starts).",
     )
-    api_title: str = "ServingPattern"
-    api_description: str = "machine learning system serving patterns"
-    api_version: str = "0.1"
-    max_body_bytes: int = Field(1_048_576, gt=0, description="Larger request bodies are refused with 413.")
     max_batch_rows: int = Field(10_000, gt=0, description="Batches with more rows are refused with 413.")
-    log_level: str = "INFO"
-    log_json: bool = Field(False, description="Log one JSON object per line instead of plain text.")
 
     @property
     def resolved_label_path(self) -> Path:

@@ -6,18 +6,14 @@ The schema is not touched here: `migrate.py` brings it up to date once, before a
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import DataError, OperationalError, TimeoutError as PoolTimeout
 
 from chapter2_training.model_db.routes import api_router, health
 from chapter2_training.model_db.settings import ModelDbSettings
 from mlpatterns.db import create_db_engine, session_factory
-from mlpatterns.errors import install_error_handlers
-from mlpatterns.logging import configure_logging
-from mlpatterns.serving.metrics import metrics_response
-from mlpatterns.serving.middleware import BodySizeLimitMiddleware, MetricsMiddleware
+from mlpatterns.serving.app import create_service_app
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +31,6 @@ async def _data_refused(request: Request, exc: Exception) -> JSONResponse:
 
 def create_app(settings: ModelDbSettings | None = None) -> FastAPI:
     settings = settings or ModelDbSettings()
-    configure_logging(settings.log_level, settings.log_json)
     engine = create_db_engine(settings.url, pool_size=settings.db_pool_size, max_overflow=0)
 
     @asynccontextmanager
@@ -43,17 +38,13 @@ def create_app(settings: ModelDbSettings | None = None) -> FastAPI:
         yield
         engine.dispose()
 
-    app = FastAPIOffline(
-        title=settings.api_title, description=settings.api_description, version=settings.api_version, lifespan=lifespan
-    )
+    def add_routes(router: APIRouter) -> None:
+        router.include_router(health, prefix=f"/v{settings.api_version}")
+        router.include_router(api_router)
+
+    app = create_service_app(settings, add_routes, lifespan=lifespan)
     app.state.sessions = session_factory(engine)
-    install_error_handlers(app)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(PoolTimeout, _database_unavailable)
     app.add_exception_handler(DataError, _data_refused)
-    app.include_router(health, prefix=f"/v{settings.api_version}")
-    app.include_router(api_router)
-    app.add_api_route("/metrics", metrics_response, include_in_schema=False)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware)
     return app

@@ -1,14 +1,13 @@
 """Settings of the model management service, read from the environment when a process starts."""
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import URL, make_url
 
+from mlpatterns.settings import ServiceSettings
 
-class ModelDbSettings(BaseSettings):
+
+class ModelDbSettings(ServiceSettings):
     """`DATABASE_URL` names the database; without it, the original sample's `POSTGRES_*` variables do."""
-
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     database_url: str | None = Field(
         None, description="A full SQLAlchemy URL, e.g. postgresql+psycopg2://model_db:model_db@postgres:5432/model_db."
@@ -24,9 +23,6 @@ class ModelDbSettings(BaseSettings):
     api_title: str = "Model_DB_Service"
     api_description: str = "machine learning system training patterns"
     api_version: str = Field("0.1", description="Also the health route's prefix: /v{API_VERSION}/health.")
-    max_body_bytes: int = Field(1_048_576, gt=0, description="Larger request bodies are refused with 413.")
-    log_level: str = "INFO"
-    log_json: bool = Field(False, description="Log one JSON object per line instead of plain text.")
 
     @property
     def url(self) -> URL:

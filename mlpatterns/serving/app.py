@@ -8,6 +8,7 @@ against a bare FastAPI echo on the same server. What they do for speed is commen
 """
 
 import math
+from collections.abc import Callable
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -22,7 +23,7 @@ from mlpatterns.predictor import OnnxPredictor
 from mlpatterns.serving.metrics import metrics_response
 from mlpatterns.serving.middleware import BodySizeLimitMiddleware, MetricsMiddleware
 from mlpatterns.serving.schemas import Health, LabelsResponse, Metadata, ScoresResponse, predict_request
-from mlpatterns.settings import ServingSettings
+from mlpatterns.settings import ServiceSettings, ServingSettings
 
 
 # Batches of up to this many input values are predicted on the event loop: check and onnxruntime take about
@@ -126,15 +127,14 @@ def add_prediction_routes(router: APIRouter, predictor: OnnxPredictor, settings:
         router.add_api_route(path, endpoint, methods=["POST"], response_model=response_model,
                              route_class_override=PredictRequestRoute)
 
-    @router.get("/metrics", include_in_schema=False)
-    def metrics():
-        return metrics_response()
 
-
-def create_serving_app(settings: ServingSettings, predictor: OnnxPredictor | None = None) -> FastAPI:
+def create_service_app(
+    settings: ServiceSettings, add_routes: Callable[[APIRouter], None], **fastapi_options
+) -> FastAPI:
+    """What every HTTP service of the project shares: logging to stdout, offline API docs, typed errors as
+    4xx, a body-size limit, and Prometheus metrics on `/metrics`. `add_routes` puts the service's own routes
+    on the app's router (before /metrics: routes are matched in order, and the service's are the busy ones)."""
     configure_logging(settings.log_level, settings.log_json)
-    if predictor is None:
-        predictor = OnnxPredictor(settings.model_path, settings.resolved_label_path).load()
     app = FastAPIOffline(
         title=settings.api_title,
         description=settings.api_description,
@@ -142,12 +142,21 @@ def create_serving_app(settings: ServingSettings, predictor: OnnxPredictor | Non
         # FastAPI's native OpenTelemetry stays off: the patterns export Prometheus metrics and set up no
         # OpenTelemetry provider, and looking for one on every request costs more than the metrics do.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        **fastapi_options,
     )
-    app.state.predictor = predictor
     install_error_handlers(app)
-    # On the app's own router, not through include_router: FastAPI matches an included router's routes
-    # twice per request, which costs about as much as the model call.
-    add_prediction_routes(app.router, predictor, settings)
+    # A hot path goes on the app's own router, not through include_router: FastAPI matches an included
+    # router's routes twice per request, which costs about as much as the model call.
+    add_routes(app.router)
+    app.add_api_route("/metrics", metrics_response, include_in_schema=False)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
+    return app
+
+
+def create_serving_app(settings: ServingSettings, predictor: OnnxPredictor | None = None) -> FastAPI:
+    if predictor is None:
+        predictor = OnnxPredictor(settings.model_path, settings.resolved_label_path).load()
+    app = create_service_app(settings, lambda router: add_prediction_routes(router, predictor, settings))
+    app.state.predictor = predictor
     return app
