@@ -12,7 +12,6 @@ import argparse
 import os
 import platform
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import orjson
 from mlpatterns.bench.cpu import CpuMeter, CpuShare
 from mlpatterns.bench.wrk import Load, WrkMissing, ensure_wrk, run_wrk
 from mlpatterns.predictor import OnnxPredictor
-from mlpatterns.runner.run import REPO_ROOT, RunnerError, run_pattern
+from mlpatterns.runner.run import REPO_ROOT, RunnerError, run_pattern, stop_on_sigterm
 from mlpatterns.settings import IRIS_SAMPLE, ServingSettings
 
 ECHO = Path(__file__).parent  # its docker-compose.yml: the echo floor as a one-service "pattern"
@@ -119,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except WrkMissing as error:
         print(error, file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the servers on the way out, as Ctrl-C does
+    stop_on_sigterm()
     name = args.pattern.resolve().name
 
     print(f"{name}: starting the pattern and the echo floor...", flush=True)
@@ -207,10 +206,6 @@ def render(args, name: str, workers: str | None, body: bytes, labels: list[str],
         "",
     ]
     return "\n".join(lines)
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _cpu_model() -> str:

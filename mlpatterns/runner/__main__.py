@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from mlpatterns.demo import DemoClient
-from mlpatterns.runner.run import REPO_ROOT, RunnerError, run_pattern
+from mlpatterns.runner.run import REPO_ROOT, RunnerError, run_pattern, stop_on_sigterm
 
 
 def pattern_dirs() -> list[Path]:
@@ -22,12 +22,8 @@ def _module_name(pattern_dir: Path) -> str:
     return ".".join(pattern_dir.resolve().relative_to(REPO_ROOT).parts)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def up(pattern: Path, free_ports: bool) -> int:
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the services as Ctrl-C does
+    stop_on_sigterm()
     with run_pattern(pattern, free_ports=free_ports, echo=True) as run:
         for name, running in run.running.items():
             if running.port and running.process:

@@ -252,6 +252,15 @@ class PatternRun:
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
+def stop_on_sigterm() -> None:
+    """Make `kill` (SIGTERM) stop a run as Ctrl-C does: the services are stopped on the way out."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _stop_group(process: subprocess.Popen, timeout: float = 15.0) -> None:
     """TERM the process group we created for this child; KILL the group if it has not gone in time."""
     if process.poll() is not None:
