@@ -2,11 +2,12 @@
 PYTHON := .venv/bin/python
 P ?=
 
-.PHONY: help setup models demo up test bench clean
+.PHONY: help setup models demo up lint test bench clean
 
 help:
 	@echo "make demo            set up, then run every pattern's demo locally (P=<dir> for one)"
-	@echo "make test            set up, then run the whole test suite"
+	@echo "make test            set up, lint (ruff), then run the whole test suite"
+	@echo "make lint            ruff: lint and format check of the whole tree"
 	@echo "make up P=<dir>      run a pattern locally until Ctrl-C (FREE_PORTS=1 if its ports are taken)"
 	@echo "make bench P=<dir>   benchmark a serving pattern against its floors"
 	@echo "make setup | models  install what is needed | (re)build the models that are out of date"
@@ -23,7 +24,11 @@ up: setup
 	@test -n "$(P)" || { echo "usage: make up P=<pattern dir>"; exit 2; }
 	$(PYTHON) -m mlpatterns.runner up $(P) $(if $(FREE_PORTS),--free-ports)
 
-test: setup
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+test: lint
 	$(PYTHON) -m pytest $(P)
 
 bench: setup

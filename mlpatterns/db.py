@@ -5,7 +5,7 @@ An engine is made from a URL when a process starts (in each gunicorn worker, aft
 
 import time
 
-from sqlalchemy import Engine, URL, create_engine, text
+from sqlalchemy import URL, Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 

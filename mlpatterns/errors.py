@@ -2,6 +2,8 @@
 
 import logging
 
+import redis.exceptions
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -39,9 +41,31 @@ class Conflict(PatternError):
 
 
 class Unavailable(PatternError):
-    """A dependency (model, queue, database) cannot serve right now; the client may retry."""
+    """A dependency (model, queue, database, another service) cannot serve right now; the client may retry."""
 
     status_code = 503
+
+
+class BadGateway(PatternError):
+    """Another service answered, but with an error or an answer that makes no sense."""
+
+    status_code = 502
+
+
+class GatewayTimeout(PatternError):
+    """Another service did not answer in time."""
+
+    status_code = 504
+
+
+# Errors of the backing stores that mean "down or unreachable right now", not "your request is wrong": every
+# service answers them with 503 and the store's name, whichever pattern uses the store.
+DEPENDENCY_ERRORS: dict[type[Exception], str] = {
+    redis.exceptions.ConnectionError: "redis",  # includes refused connections and a server still loading
+    redis.exceptions.TimeoutError: "redis",
+    sqlalchemy.exc.OperationalError: "the database",  # refused, dropped or timed-out connections
+    sqlalchemy.exc.TimeoutError: "the database",  # no pooled connection free in time
+}
 
 
 async def _handle_pattern_error(request: Request, exc: Exception) -> JSONResponse:
@@ -59,7 +83,15 @@ async def _handle_validation_error(request: Request, exc: Exception) -> JSONResp
     return JSONResponse({"detail": errors}, status_code=422)
 
 
+async def _handle_dependency_error(request: Request, exc: Exception) -> JSONResponse:
+    store = next(name for kind, name in DEPENDENCY_ERRORS.items() if isinstance(exc, kind))
+    logger.warning("%s %s -> 503: %s unavailable: %s", request.method, request.url.path, store, exc)
+    return JSONResponse({"detail": f"{store} is unavailable; try again later"}, status_code=503)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PatternError, _handle_pattern_error)
+    for kind in DEPENDENCY_ERRORS:
+        app.add_exception_handler(kind, _handle_dependency_error)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
     app.add_exception_handler(ValidationError, _handle_validation_error)

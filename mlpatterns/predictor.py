@@ -111,9 +111,12 @@ class OnnxPredictor:
         except (ValueError, TypeError):
             if noun == "row":
                 raise InvalidInput("data must be a list of rows of equal length, each a list of numbers") from None
-            raise InvalidInput(f"data must be a list of items of equal shape ({shape}), "
-                               "each nested lists of numbers") from None
-        if batch.ndim != len(expected) + 1 or any(e != -1 and e != got for e, got in zip(expected, batch.shape[1:])):
+            raise InvalidInput(
+                f"data must be a list of items of equal shape ({shape}), each nested lists of numbers"
+            ) from None
+        if batch.ndim != len(expected) + 1 or any(
+            e != -1 and e != got for e, got in zip(expected, batch.shape[1:], strict=True)
+        ):
             got = "x".join(map(str, batch.shape[1:])) or "scalar"
             raise InvalidInput(f"each {noun} must have shape {shape}; got {noun}s of shape {got}")
         if not np.isfinite(batch).all():

@@ -1,10 +1,10 @@
 """A small client of the model management DB (chapter2_training/model_db), for training jobs to register runs.
 
-    with ModelRegistry("http://127.0.0.1:8000") as registry:
-        project_id = registry.ensure_project("iris")
-        model_id = registry.ensure_model(project_id, "iris_svc")
-        experiment_id = registry.add_experiment(model_id, "iris_svc_0.1.0", parameters={"C": 1.0})
-        registry.merge_evaluations(experiment_id, {"accuracy": 0.97})
+with ModelRegistry("http://127.0.0.1:8000") as registry:
+    project_id = registry.ensure_project("iris")
+    model_id = registry.ensure_model(project_id, "iris_svc")
+    experiment_id = registry.add_experiment(model_id, "iris_svc_0.1.0", parameters={"C": 1.0})
+    registry.merge_evaluations(experiment_id, {"accuracy": 0.97})
 """
 
 import logging
@@ -85,8 +85,17 @@ class ModelRegistry:
         self.close()
 
 
-def register_run(*, project: str, model: str, version: str, parameters: dict[str, Any], evaluations: dict[str, Any],
-                 artifact_file_paths: dict[str, str], url: str | None = None, **datasets: str) -> str | None:
+def register_run(
+    *,
+    project: str,
+    model: str,
+    version: str,
+    parameters: dict[str, Any],
+    evaluations: dict[str, Any],
+    artifact_file_paths: dict[str, str],
+    url: str | None = None,
+    **datasets: str,
+) -> str | None:
     """Record a training run in model_db when MODEL_DB_URL (or `url`) names one; say so when it does not.
 
     `datasets`: training_dataset, validation_dataset, test_dataset (descriptions or paths).
@@ -97,7 +106,13 @@ def register_run(*, project: str, model: str, version: str, parameters: dict[str
         return None
     with ModelRegistry(url) as registry:
         model_id = registry.ensure_model(registry.ensure_project(project), model)
-        experiment_id = registry.add_experiment(model_id, version, parameters=parameters, evaluations=evaluations,
-                                                artifact_file_paths=artifact_file_paths, **datasets)
+        experiment_id = registry.add_experiment(
+            model_id,
+            version,
+            parameters=parameters,
+            evaluations=evaluations,
+            artifact_file_paths=artifact_file_paths,
+            **datasets,
+        )
     logger.info("model_db: registered %s/%s version %s as experiment %s", project, model, version, experiment_id)
     return experiment_id

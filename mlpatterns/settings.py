@@ -1,19 +1,30 @@
 """Settings read from environment variables, in one place per kind of service.
 
-Nothing is read at import: a service builds its settings object when it starts (`ServingSettings()`), and a
+Nothing is read at import: a service builds its settings object when it starts (`ModelServingSettings()`), and a
 test builds its own. Defaults work for a local run from the repository root; compose files and Kubernetes
 manifests override them with environment variables of the same name in upper case.
 """
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 IRIS_SAMPLE = [[5.1, 3.5, 1.4, 0.2]]
 
+# The model file's setting, declared once: a subclass gives it another default with `model_path: ModelPath = ...`
+# and keeps the environment names (MODEL_FILEPATH is the original sample's).
+ModelPath = Annotated[
+    Path,
+    Field(
+        validation_alias=AliasChoices("MODEL_PATH", "MODEL_FILEPATH"),
+        description="The ONNX model to serve (MODEL_FILEPATH, the original sample's name, is accepted too).",
+    ),
+]
 
-class ServiceSettings(BaseSettings):
+
+class HttpServiceSettings(BaseSettings):
     """What every HTTP service of the project has: its API's name, its body limit, its logging."""
 
     model_config = SettingsConfigDict(extra="ignore", protected_namespaces=(), frozen=True)
@@ -26,14 +37,10 @@ class ServiceSettings(BaseSettings):
     log_json: bool = Field(False, description="Log one JSON object per line instead of plain text.")
 
 
-class ServingSettings(ServiceSettings):
+class ModelServingSettings(HttpServiceSettings):
     """A model-serving API (web single and every pattern built on it)."""
 
-    model_path: Path = Field(
-        Path("models/iris_svc/model.onnx"),
-        validation_alias=AliasChoices("MODEL_PATH", "MODEL_FILEPATH"),
-        description="The ONNX model to serve (MODEL_FILEPATH, the original sample's name, is accepted too).",
-    )
+    model_path: ModelPath = Path("models/iris_svc/model.onnx")
     label_path: Path | None = Field(
         None,
         validation_alias=AliasChoices("LABEL_PATH", "LABEL_FILEPATH"),

@@ -3,6 +3,7 @@ Dockerfiles, compose files and Kubernetes manifests. Every check returns a list 
 """
 
 import functools
+import itertools
 import json
 import os
 import re
@@ -136,8 +137,11 @@ def strict_schema(schema: dict) -> dict:
 def _istio_validator(group: str, kind: str, version: str) -> jsonschema.Draft4Validator:
     crd_version = next(v for v in istio_crds()[group, kind]["versions"] if v["name"] == version)
     schema = strict_schema(crd_version["schema"]["openAPIV3Schema"])
-    schema["properties"] |= {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                             "metadata": {"type": "object"}}
+    schema["properties"] |= {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+    }
     return jsonschema.Draft4Validator(schema)  # OpenAPI 3.0 schemas are close to draft 4
 
 
@@ -163,25 +167,35 @@ def manifest_rules(doc: dict) -> list[str]:
     """Current API versions; every Deployment container has resource requests and both probes."""
     errors = []
     if doc.get("kind") in API_VERSIONS and doc.get("apiVersion") != API_VERSIONS[doc["kind"]]:
-        errors.append(f"{doc['kind']} {doc['metadata']['name']}: use apiVersion {API_VERSIONS[doc['kind']]},"
-                      f" not {doc.get('apiVersion')}")
+        errors.append(
+            f"{doc['kind']} {doc['metadata']['name']}: use apiVersion {API_VERSIONS[doc['kind']]},"
+            f" not {doc.get('apiVersion')}"
+        )
     for deployment, container in deployment_containers([doc]):
         missing = [key for key in ("readinessProbe", "livenessProbe") if key not in container]
         if not container.get("resources", {}).get("requests"):
             missing.append("resources.requests")
         if missing:
-            errors.append(f"Deployment {deployment['metadata']['name']}: container {container['name']} has no"
-                          f" {', '.join(missing)}")
+            errors.append(
+                f"Deployment {deployment['metadata']['name']}: container {container['name']} has no"
+                f" {', '.join(missing)}"
+            )
     return errors
 
 
 def hpa_rules(docs: list[dict]) -> list[str]:
     """Every Deployment that runs a project image (not a backing service like Redis) has an HPA."""
-    targets = {(d["spec"]["scaleTargetRef"]["kind"], d["spec"]["scaleTargetRef"]["name"])
-               for d in docs if d.get("kind") == "HorizontalPodAutoscaler"}
+    targets = {
+        (d["spec"]["scaleTargetRef"]["kind"], d["spec"]["scaleTargetRef"]["name"])
+        for d in docs
+        if d.get("kind") == "HorizontalPodAutoscaler"
+    }
     ours = {d["metadata"]["name"] for d, c in deployment_containers(docs) if c["image"].startswith(PROJECT_IMAGES)}
-    return [f"Deployment {name} has no HorizontalPodAutoscaler targeting it by name"
-            for name in sorted(ours) if ("Deployment", name) not in targets]
+    return [
+        f"Deployment {name} has no HorizontalPodAutoscaler targeting it by name"
+        for name in sorted(ours)
+        if ("Deployment", name) not in targets
+    ]
 
 
 # --- local run, compose, image and Kubernetes agree -----------------------------------------------------
@@ -203,8 +217,8 @@ def dockerfile_stage(dockerfile: Path, target: str | None = None) -> dict[str, s
         current = ""
     starts = [i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM"] + [len(instructions)]
     if target is None:
-        return dict(instructions[starts[-2]:])
-    for start, end in zip(starts, starts[1:]):
+        return dict(instructions[starts[-2] :])
+    for start, end in itertools.pairwise(starts):
         if re.search(rf"\s+AS\s+{re.escape(target)}$", instructions[start][1], re.IGNORECASE):
             return dict(instructions[start:end])
     raise ValueError(f"{dockerfile} has no stage {target!r}")
@@ -240,8 +254,10 @@ def consistency(compose_file: Path, name: str) -> list[str]:
 
     def same(what: str, compose_value, other_file: Path, other_value) -> None:
         if compose_value != other_value:
-            errors.append(f"service {name}: {what} differ\n  {rel(compose_file)}: {compose_value!r}\n"
-                          f"  {rel(other_file)}: {other_value!r}")
+            errors.append(
+                f"service {name}: {what} differ\n  {rel(compose_file)}: {compose_value!r}\n"
+                f"  {rel(other_file)}: {other_value!r}"
+            )
 
     # (a) the local runner and compose run the image's CMD
     same("command and CMD", command, dockerfile, exec_form(image.get("CMD")))
@@ -254,8 +270,12 @@ def consistency(compose_file: Path, name: str) -> list[str]:
     # (c) the same healthcheck
     docker_health = re.search(r"\bCMD\s+(.*)$", image.get("HEALTHCHECK", ""))
     docker_test = exec_form(docker_health.group(1)) if docker_health else None
-    same("healthcheck and HEALTHCHECK CMD", healthcheck, dockerfile,
-         ["CMD", *docker_test] if isinstance(docker_test, list) else docker_test and ["CMD-SHELL", docker_test])
+    same(
+        "healthcheck and HEALTHCHECK CMD",
+        healthcheck,
+        dockerfile,
+        ["CMD", *docker_test] if isinstance(docker_test, list) else docker_test and ["CMD-SHELL", docker_test],
+    )
     # (d) the Kubernetes Deployment running the same image (keys in x-local.environment are local-only)
     local_only = set(parse_environment((service.get("x-local") or {}).get("environment")))
     for path, doc in pattern_manifests(compose_file.parent):
@@ -266,11 +286,19 @@ def consistency(compose_file: Path, name: str) -> list[str]:
             from_secret = {e["name"] for e in container.get("env", []) if "valueFrom" in e}
             env = {e["name"]: e.get("value") for e in container.get("env", []) if e["name"] not in local_only}
             same("command", command, path, container.get("command"))
-            same("environment", {k: None if k in from_secret else v for k, v in environment.items() if k not in local_only},
-                 path, env)
+            same(
+                "environment",
+                {k: None if k in from_secret else v for k, v in environment.items() if k not in local_only},
+                path,
+                env,
+            )
             same("target port and containerPort", ports, path, [p["containerPort"] for p in container.get("ports", [])])
-            same("healthcheck URL path and readinessProbe path", health_url.path, path,
-                 container.get("readinessProbe", {}).get("httpGet", {}).get("path"))
+            same(
+                "healthcheck URL path and readinessProbe path",
+                health_url.path,
+                path,
+                container.get("readinessProbe", {}).get("httpGet", {}).get("path"),
+            )
     return errors
 
 
@@ -278,7 +306,9 @@ def unbuilt_images(compose_file: Path) -> list[str]:
     """Project images the pattern's Deployments run must be built by its compose file (catches tag drift)."""
     services = yaml.safe_load(compose_file.read_text())["services"].values()
     built = {s.get("image") for s in services if "build" in s}
-    return [f"{rel(path)}: Deployment {d['metadata']['name']} runs {c['image']}, which"
-            f" {rel(compose_file)} does not build"
-            for path, doc in pattern_manifests(compose_file.parent) for d, c in deployment_containers([doc])
-            if c["image"].startswith(PROJECT_IMAGES) and c["image"] not in built]
+    return [
+        f"{rel(path)}: Deployment {d['metadata']['name']} runs {c['image']}, which {rel(compose_file)} does not build"
+        for path, doc in pattern_manifests(compose_file.parent)
+        for d, c in deployment_containers([doc])
+        if c["image"].startswith(PROJECT_IMAGES) and c["image"] not in built
+    ]

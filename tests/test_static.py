@@ -14,8 +14,11 @@ from tests import static_checks as checks
 DOCKERFILES = checks.dockerfiles()
 COMPOSE_FILES = checks.compose_files()
 MANIFEST_FILES = checks.manifest_files()
-SERVING_PATTERNS = [d for d in sorted(checks.ROOT.glob("chapter4_serving_patterns/*"))
-                    if checks.deployment_containers(doc for _, doc in checks.pattern_manifests(d))]
+SERVING_PATTERNS = [
+    d
+    for d in sorted(checks.ROOT.glob("chapter4_serving_patterns/*"))
+    if checks.deployment_containers(doc for _, doc in checks.pattern_manifests(d))
+]
 BUILT_SERVICES = [(f, name) for f in COMPOSE_FILES for name in checks.built_services(f)]
 
 
@@ -60,8 +63,9 @@ def test_serving_pattern_has_hpa(path):
     assert_ok(checks.hpa_rules([doc for _, doc in checks.pattern_manifests(path)]))
 
 
-@pytest.mark.parametrize("compose_file, service", BUILT_SERVICES,
-                         ids=[f"{checks.rel(f)}::{name}" for f, name in BUILT_SERVICES])
+@pytest.mark.parametrize(
+    "compose_file, service", BUILT_SERVICES, ids=[f"{checks.rel(f)}::{name}" for f, name in BUILT_SERVICES]
+)
 def test_local_compose_image_and_kubernetes_agree(compose_file, service):
     assert_ok(checks.consistency(compose_file, service))
 
@@ -118,12 +122,16 @@ def test_valid_examples_pass(text):
     assert_ok(checks.validate_manifest(doc) + checks.manifest_rules(doc))
 
 
-@pytest.mark.parametrize("old, new, message", [
-    ("weight: 20", "weigth: 20", "'weigth' was unexpected"),
-    ("networking.istio.io/v1", "networking.istio.io/v1beta1", "use networking.istio.io/v1"),
-    ("networking.istio.io/v1", "networking.istio.io/v1alpha3", "use networking.istio.io/v1"),
-    ("hosts: [iris]", "hosts: iris", "'iris' is not of type 'array'"),
-], ids=["misspelled field", "v1beta1", "v1alpha3", "wrong type"])
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("weight: 20", "weigth: 20", "'weigth' was unexpected"),
+        ("networking.istio.io/v1", "networking.istio.io/v1beta1", "use networking.istio.io/v1"),
+        ("networking.istio.io/v1", "networking.istio.io/v1alpha3", "use networking.istio.io/v1"),
+        ("hosts: [iris]", "hosts: iris", "'iris' is not of type 'array'"),
+    ],
+    ids=["misspelled field", "v1beta1", "v1alpha3", "wrong type"],
+)
 def test_istio_validator_rejects(old, new, message):
     errors = checks.validate_manifest(yaml.safe_load(VIRTUAL_SERVICE.replace(old, new)))
     assert message in "\n".join(errors)
@@ -134,17 +142,22 @@ def test_kubernetes_validator_rejects_unknown_field():
     assert "'replica' was unexpected" in "\n".join(errors)
 
 
-@pytest.mark.parametrize("old, new, message", [
-    ("readinessProbe:", "startupProbe:", "has no readinessProbe"),
-    ("livenessProbe:", "startupProbe:", "has no livenessProbe"),
-    ("resources: {requests: {cpu: 100m}}", "resources: {}", "has no resources.requests"),
-], ids=["readinessProbe", "livenessProbe", "requests"])
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("readinessProbe:", "startupProbe:", "has no readinessProbe"),
+        ("livenessProbe:", "startupProbe:", "has no livenessProbe"),
+        ("resources: {requests: {cpu: 100m}}", "resources: {}", "has no resources.requests"),
+    ],
+    ids=["readinessProbe", "livenessProbe", "requests"],
+)
 def test_deployment_rules_reject(old, new, message):
     assert message in "\n".join(checks.manifest_rules(yaml.safe_load(DEPLOYMENT.replace(old, new))))
 
 
-@pytest.mark.parametrize("kind, api_version", [("HorizontalPodAutoscaler", "autoscaling/v1"),
-                                               ("CronJob", "batch/v1beta1")])
+@pytest.mark.parametrize(
+    "kind, api_version", [("HorizontalPodAutoscaler", "autoscaling/v1"), ("CronJob", "batch/v1beta1")]
+)
 def test_old_api_versions_are_rejected(kind, api_version):
     doc = {"apiVersion": api_version, "kind": kind, "metadata": {"name": "x"}}
     assert "use apiVersion" in "\n".join(checks.manifest_rules(doc))
@@ -153,7 +166,8 @@ def test_old_api_versions_are_rejected(kind, api_version):
 def test_deployment_without_hpa_is_rejected():
     hpa = {"kind": "HorizontalPodAutoscaler", "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "other"}}}
     assert checks.hpa_rules([yaml.safe_load(DEPLOYMENT), hpa]) == [
-        "Deployment web has no HorizontalPodAutoscaler targeting it by name"]
+        "Deployment web has no HorizontalPodAutoscaler targeting it by name"
+    ]
 
 
 def test_hadolint_rejects_a_bad_dockerfile(tmp_path):
@@ -168,16 +182,34 @@ def test_compose_spec_rejects_unknown_key(tmp_path):
 
 def test_drift_between_compose_dockerfile_and_deployment_is_reported(tmp_path):
     (tmp_path / "Dockerfile").write_text(
-        'FROM base\nEXPOSE 8000\nHEALTHCHECK CMD ["probe", "http://127.0.0.1:8000/health"]\nCMD ["serve"]\n')
-    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump({"services": {"web": {
-        "image": "mlpatterns/web:1", "build": ".", "command": ["serve", "--debug"],
-        "environment": {"PORT": "8001", "WORKERS": "2"}, "ports": ["8000:8000"],
-        "healthcheck": {"test": ["CMD", "probe", "http://127.0.0.1:8000/health"]}}}}))
+        'FROM base\nEXPOSE 8000\nHEALTHCHECK CMD ["probe", "http://127.0.0.1:8000/health"]\nCMD ["serve"]\n'
+    )
+    (tmp_path / "docker-compose.yml").write_text(
+        yaml.safe_dump(
+            {
+                "services": {
+                    "web": {
+                        "image": "mlpatterns/web:1",
+                        "build": ".",
+                        "command": ["serve", "--debug"],
+                        "environment": {"PORT": "8001", "WORKERS": "2"},
+                        "ports": ["8000:8000"],
+                        "healthcheck": {"test": ["CMD", "probe", "http://127.0.0.1:8000/health"]},
+                    }
+                }
+            }
+        )
+    )
     (tmp_path / "manifests").mkdir()
     (tmp_path / "manifests" / "deployment.yml").write_text(DEPLOYMENT.replace("/health, port", "/ready, port"))
     errors = "\n".join(checks.consistency(tmp_path / "docker-compose.yml", "web"))
-    for what in ["command and CMD", "target port and environment PORT", "service web: command differ",
-                 "service web: environment differ", "target port and containerPort",
-                 "healthcheck URL path and readinessProbe path"]:
+    for what in [
+        "command and CMD",
+        "target port and environment PORT",
+        "service web: command differ",
+        "service web: environment differ",
+        "target port and containerPort",
+        "healthcheck URL path and readinessProbe path",
+    ]:
         assert what in errors
     assert "target port and EXPOSE" not in errors and "HEALTHCHECK" not in errors

@@ -42,16 +42,25 @@ class StepError(RuntimeError):
 
 # --- 1. preprocess ------------------------------------------------------------------------------------------
 
-def preprocess(out: Path, cifar_dir: Path | None = None, val_size: float = 0.15, test_size: float = 0.15,
-               seed: int = 0) -> dict:
+
+def preprocess(
+    out: Path, cifar_dir: Path | None = None, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0
+) -> dict:
     splits, classes = images.make_splits(cifar_dir, val_size, test_size, seed)
-    source = {"name": "cifar10" if cifar_dir else "digits", "path": str(cifar_dir) if cifar_dir else None,
-              "val_size": val_size, "test_size": None if cifar_dir else test_size, "seed": seed}
+    source = {
+        "name": "cifar10" if cifar_dir else "digits",
+        "path": str(cifar_dir) if cifar_dir else None,
+        "val_size": val_size,
+        "test_size": None if cifar_dir else test_size,
+        "seed": seed,
+    }
     description = images.write_splits(out, splits, classes, source)
     counts = ", ".join(f"{name} {split['count']}" for name, split in description["splits"].items())
-    print(f"preprocess: {source['name']} -> {out}: {counts} images of {description['image_shape']}, "
-          f"{len(classes)} classes; mean {_rounded(description['normalisation']['mean'])}, "
-          f"std {_rounded(description['normalisation']['std'])} (training split)")
+    print(
+        f"preprocess: {source['name']} -> {out}: {counts} images of {description['image_shape']}, "
+        f"{len(classes)} classes; mean {_rounded(description['normalisation']['mean'])}, "
+        f"std {_rounded(description['normalisation']['std'])} (training split)"
+    )
     return description
 
 
@@ -61,8 +70,17 @@ def _rounded(values: list[float]) -> list[float]:
 
 # --- 2. train -----------------------------------------------------------------------------------------------
 
-def train(data_dir: Path, out: Path, epochs: int, batch_size: int, learning_rate: float, seed: int = 0,
-          threads: int | None = None, force: bool = False) -> ModelArtifacts:
+
+def train(
+    data_dir: Path,
+    out: Path,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int = 0,
+    threads: int | None = None,
+    force: bool = False,
+) -> ModelArtifacts:
     try:
         import torch
 
@@ -71,8 +89,12 @@ def train(data_dir: Path, out: Path, epochs: int, batch_size: int, learning_rate
         raise StepError(f"the train step needs PyTorch ({missing}): `make setup` installs it") from None
     description = images.read_description(data_dir)
     config = cnn.TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
-    params = {**asdict(config), "model": "small_cnn", "opset": cnn.ONNX_OPSET,
-              "data": {name: split["sha256"] for name, split in description["splits"].items()}}
+    params = {
+        **asdict(config),
+        "model": "small_cnn",
+        "opset": cnn.ONNX_OPSET,
+        "data": {name: split["sha256"] for name, split in description["splits"].items()},
+    }
     stamp = fingerprint([Path(cnn.__file__)], params, ["torch", "numpy"])
     artifacts = ModelArtifacts(out)
     if not force and artifacts.recorded_fingerprint() == stamp:
@@ -96,13 +118,16 @@ def train(data_dir: Path, out: Path, epochs: int, batch_size: int, learning_rate
         **cnn.compare_onnx(model, onnx_bytes, val_set),
     }
     artifacts.write(onnx_bytes, dict(enumerate(description["classes"])), metrics)
-    print(f"train: val accuracy {metrics['val_accuracy']:.4f} after {epochs} epochs "
-          f"({metrics['training_seconds']} s); ONNX agrees with torch on {metrics['onnx_agreement']:.0%} of val "
-          f"(max |logit diff| {metrics['onnx_max_abs_diff']:.1e}) -> {out}")
+    print(
+        f"train: val accuracy {metrics['val_accuracy']:.4f} after {epochs} epochs "
+        f"({metrics['training_seconds']} s); ONNX agrees with torch on {metrics['onnx_agreement']:.0%} of val "
+        f"(max |logit diff| {metrics['onnx_max_abs_diff']:.1e}) -> {out}"
+    )
     return artifacts
 
 
 # --- 3. build -----------------------------------------------------------------------------------------------
+
 
 def build(model_dir: Path, out: Path) -> ModelArtifacts:
     """Put the trained model where the service expects it and check that it serves the expected input."""
@@ -113,18 +138,24 @@ def build(model_dir: Path, out: Path) -> ModelArtifacts:
         served.write(trained.model.read_bytes(), load_labels(trained.labels), json.loads(trained.metrics.read_text()))
     predictor = OnnxPredictor(served.model, served.labels).load()
     if predictor.feature_shape != list(images.IMAGE_SHAPE) or predictor.input_dtype != np.float32:
-        raise StepError(f"{served.model} takes {np.dtype(predictor.input_dtype).name} {predictor.input_shape}; "
-                        f"the service sends float32 [N, {', '.join(map(str, images.IMAGE_SHAPE))}]")
+        raise StepError(
+            f"{served.model} takes {np.dtype(predictor.input_dtype).name} {predictor.input_shape}; "
+            f"the service sends float32 [N, {', '.join(map(str, images.IMAGE_SHAPE))}]"
+        )
     scores = predictor.predict(np.zeros((2, *images.IMAGE_SHAPE), np.float32)).scores
     if scores.shape != (2, len(predictor.labels)):
-        raise StepError(f"{served.model} answers a batch of 2 with scores of shape {scores.shape}, "
-                        f"not (2, {len(predictor.labels)})")
-    print(f"build: {out} serves float32 [N, 3, 32, 32] -> {len(predictor.labels)} classes "
-          f"(the service reads MODEL_PATH, default models/cifar10/model.onnx)")
+        raise StepError(
+            f"{served.model} answers a batch of 2 with scores of shape {scores.shape}, not (2, {len(predictor.labels)})"
+        )
+    print(
+        f"build: {out} serves float32 [N, 3, 32, 32] -> {len(predictor.labels)} classes "
+        f"(the service reads MODEL_PATH, default models/cifar10/model.onnx)"
+    )
     return served
 
 
 # --- 4. evaluate --------------------------------------------------------------------------------------------
+
 
 def evaluate(model_dir: Path, data_dir: Path, out: Path, url: str | None = None, batch_size: int = 32) -> dict:
     """The test split through the serving service's HTTP API: accuracy, per-class scores, latency, throughput."""
@@ -141,18 +172,22 @@ def evaluate(model_dir: Path, data_dir: Path, out: Path, url: str | None = None,
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     latency = report["latency_ms"]
-    print(f"evaluate: accuracy {report['accuracy']:.4f} on {report['test_images']} test images through "
-          f"{report['url']} ({report['requests']} requests of up to {batch_size} images: p50 {latency['p50']:.1f} ms, "
-          f"p99 {latency['p99']:.1f} ms, {report['images_per_second']:.0f} images/s) -> {out}")
+    print(
+        f"evaluate: accuracy {report['accuracy']:.4f} on {report['test_images']} test images through "
+        f"{report['url']} ({report['requests']} requests of up to {batch_size} images: p50 {latency['p50']:.1f} ms, "
+        f"p99 {latency['p99']:.1f} ms, {report['images_per_second']:.0f} images/s) -> {out}"
+    )
     per_class = report["per_class"].items()
-    print("  per class (precision / recall / f1): " + ", ".join(
-        f"{name} {s['precision']:.2f}/{s['recall']:.2f}/{s['f1-score']:.2f}" for name, s in per_class))
+    print(
+        "  per class (precision / recall / f1): "
+        + ", ".join(f"{name} {s['precision']:.2f}/{s['recall']:.2f}/{s['f1-score']:.2f}" for name, s in per_class)
+    )
     register_run(model_dir, data_dir, out, report)
     return report
 
 
 def measure(url: str, test: images.ImageSet, classes: list[str], batch_size: int) -> dict:
-    bodies = [json.dumps({"data": test.images[i:i + batch_size].tolist()}) for i in range(0, len(test), batch_size)]
+    bodies = [json.dumps({"data": test.images[i : i + batch_size].tolist()}) for i in range(0, len(test), batch_size)]
     predicted, latencies = [], []
     with httpx.Client(base_url=url, timeout=60, headers={"content-type": "application/json"}) as client:
 
@@ -192,7 +227,9 @@ def register_run(model_dir: Path, data_dir: Path, report_path: Path, report: dic
     metrics = json.loads(artifacts.metrics.read_text())
     paths = {**artifacts.registry_paths(), "evaluation": str(report_path.resolve()), "data": str(data_dir.resolve())}
     return registry.register_run(
-        project="cifar10", model="small_cnn", version=f"small_cnn-{metrics['fingerprint']}",
+        project="cifar10",
+        model="small_cnn",
+        version=f"small_cnn-{metrics['fingerprint']}",
         parameters=metrics["params"],
         evaluations={
             "test_accuracy": report["accuracy"],
@@ -204,16 +241,22 @@ def register_run(model_dir: Path, data_dir: Path, report_path: Path, report: dic
             "images_per_second": report["images_per_second"],
         },
         artifact_file_paths=paths,
-        **{f"{split}_dataset": str((data_dir / f"{name}.npz").resolve())
-           for split, name in [("training", "train"), ("validation", "val"), ("test", "test")]},
+        **{
+            f"{split}_dataset": str((data_dir / f"{name}.npz").resolve())
+            for split, name in [("training", "train"), ("validation", "val"), ("test", "test")]
+        },
     )
 
 
 # --- command line -------------------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chapter2_training.cifar10.pipeline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m chapter2_training.cifar10.pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     steps = parser.add_subparsers(dest="step", required=True)
     step = steps.add_parser("preprocess", help="split the data set and describe it")
     step.add_argument("--out", type=Path, required=True, help="directory for train/val/test.npz and dataset.json")
@@ -234,8 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     step.add_argument("--in", dest="model", type=Path, required=True, help="the train step's model directory")
     step.add_argument("--out", type=Path, default=Path("models/cifar10"), help="the model directory the service reads")
     step = steps.add_parser("evaluate", help="measure the served model on the test split over HTTP")
-    step.add_argument("--in", dest="model", type=Path, default=Path("models/cifar10"),
-                      help="the served model directory")
+    step.add_argument(
+        "--in", dest="model", type=Path, default=Path("models/cifar10"), help="the served model directory"
+    )
     step.add_argument("--data", type=Path, required=True, help="the preprocess step's directory (its test split)")
     step.add_argument("--out", type=Path, required=True, help="the evaluation report (JSON)")
     step.add_argument("--url", help="a running service to call (default: start one from docker-compose.yml)")
@@ -247,8 +291,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.step == "preprocess":
             preprocess(args.out, args.cifar_dir, args.val_size, args.test_size, args.seed)
         elif args.step == "train":
-            train(args.data, args.out, args.epochs, args.batch_size, args.learning_rate, args.seed, args.threads,
-                  args.force)
+            train(
+                args.data,
+                args.out,
+                args.epochs,
+                args.batch_size,
+                args.learning_rate,
+                args.seed,
+                args.threads,
+                args.force,
+            )
         elif args.step == "build":
             build(args.model, args.out)
         else:

@@ -11,25 +11,23 @@ the defaults differ from the web single pattern's.
 from pathlib import Path
 
 from fastapi import FastAPI
-from pydantic import AliasChoices, Field
+from pydantic import Field
 
 from mlpatterns.serving.app import create_serving_app
-from mlpatterns.settings import ServingSettings
+from mlpatterns.settings import ModelPath, ModelServingSettings
 
 BLACK_IMAGE = [[[0.0] * 32 for _ in range(32)] for _ in range(3)]
 
 
-class ImageServingSettings(ServingSettings):
+class ImageModelServingSettings(ModelServingSettings):
     """The shared serving settings with this service's defaults (a JSON image is ~15 kB)."""
 
-    model_path: Path = Field(Path("models/cifar10/model.onnx"),
-                             validation_alias=AliasChoices("MODEL_PATH", "MODEL_FILEPATH"),
-                             description="The ONNX model that the pipeline's build step put in place.")
+    model_path: ModelPath = Path("models/cifar10/model.onnx")  # where the pipeline's build step puts it
     sample_input: list = Field([BLACK_IMAGE], description="The example batch of /metadata and /predict/test.")
     api_title: str = "cifar10 image classifier"
     max_body_bytes: int = Field(8 * 1_048_576, gt=0, description="Larger request bodies are refused with 413.")
     max_batch_rows: int = Field(256, gt=0, description="Batches with more images are refused with 413.")
 
 
-def create_app(settings: ImageServingSettings | None = None) -> FastAPI:
-    return create_serving_app(settings or ImageServingSettings())
+def create_app(settings: ImageModelServingSettings | None = None) -> FastAPI:
+    return create_serving_app(settings or ImageModelServingSettings())

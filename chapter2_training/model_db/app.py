@@ -8,19 +8,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, OperationalError, TimeoutError as PoolTimeout
+from sqlalchemy.exc import DataError
 
 from chapter2_training.model_db.routes import api_router, health
 from chapter2_training.model_db.settings import ModelDbSettings
 from mlpatterns.db import create_db_engine, session_factory
-from mlpatterns.serving.app import create_service_app
+from mlpatterns.serving.service import create_service_app
 
 logger = logging.getLogger(__name__)
-
-
-async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    logger.warning("%s %s -> 503: %s", request.method, request.url.path, exc)
-    return JSONResponse({"detail": "the database is unavailable; try again later"}, status_code=503)
 
 
 async def _data_refused(request: Request, exc: Exception) -> JSONResponse:
@@ -44,7 +39,5 @@ def create_app(settings: ModelDbSettings | None = None) -> FastAPI:
 
     app = create_service_app(settings, add_routes, lifespan=lifespan)
     app.state.sessions = session_factory(engine)
-    app.add_exception_handler(OperationalError, _database_unavailable)
-    app.add_exception_handler(PoolTimeout, _database_unavailable)
     app.add_exception_handler(DataError, _data_refused)
     return app

@@ -43,6 +43,7 @@ def _all(session: Session, table: type[T], *where: ColumnElement[bool]) -> Seque
 
 # -- projects --------------------------------------------------------------------------------------------
 
+
 def create_project(*, session: Session, project_in: ProjectCreate) -> Project:
     """Idempotent on the name: an existing project is returned unchanged (a new description is ignored)."""
     return _insert_once(session, Project, {"project_id": new_id(), **project_in.model_dump()}, ["project_name"])
@@ -64,6 +65,7 @@ def list_projects(*, session: Session) -> Sequence[Project]:
 
 
 # -- models ----------------------------------------------------------------------------------------------
+
 
 def create_model(*, session: Session, model_in: ModelCreate) -> Model:
     """Idempotent on (project_id, model_name). An unknown project is a NotFound, not a foreign-key error."""
@@ -89,6 +91,7 @@ def list_models_named(*, session: Session, model_name: str) -> Sequence[Model]:
 
 
 # -- experiments -----------------------------------------------------------------------------------------
+
 
 def create_experiment(*, session: Session, experiment_in: ExperimentCreate) -> Experiment:
     """Always a new row: every training run is an experiment of its own."""

@@ -3,10 +3,10 @@
 from pydantic import Field
 from sqlalchemy import URL, make_url
 
-from mlpatterns.settings import ServiceSettings
+from mlpatterns.settings import HttpServiceSettings
 
 
-class ModelDbSettings(ServiceSettings):
+class ModelDbSettings(HttpServiceSettings):
     """`DATABASE_URL` names the database; without it, the original sample's `POSTGRES_*` variables do."""
 
     database_url: str | None = Field(
@@ -17,8 +17,12 @@ class ModelDbSettings(ServiceSettings):
     postgres_server: str = "127.0.0.1"
     postgres_port: int = 5432
     postgres_db: str = "model_db"
-    db_pool_size: int = Field(5, gt=0, description="Connections per worker process; keep workers x replicas x this"
-                                                   " under the server's max_connections (100 by default).")
+    db_pool_size: int = Field(
+        5,
+        gt=0,
+        description="Connections per worker process; keep workers x replicas x this"
+        " under the server's max_connections (100 by default).",
+    )
     db_wait_seconds: float = Field(30.0, ge=0, description="How long `migrate` waits for the database to accept.")
     api_title: str = "Model_DB_Service"
     api_description: str = "machine learning system training patterns"

@@ -21,12 +21,14 @@ def new_id() -> str:
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention={  # stable constraint names, so migrations can refer to them
-        "pk": "pk_%(table_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "ix": "ix_%(table_name)s_%(column_0_name)s",
-    })
+    metadata = MetaData(
+        naming_convention={  # stable constraint names, so migrations can refer to them
+            "pk": "pk_%(table_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ix": "ix_%(table_name)s_%(column_0_name)s",
+        }
+    )
     type_annotation_map = {
         str: String(255),
         datetime: DateTime(timezone=True),

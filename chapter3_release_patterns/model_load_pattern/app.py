@@ -7,8 +7,8 @@ loader is told to fetch; changing the model is changing the loader's MODEL_SOURC
 from fastapi import FastAPI
 
 from mlpatterns.serving.app import create_serving_app
-from mlpatterns.settings import ServingSettings
+from mlpatterns.settings import ModelServingSettings
 
 
 def create_app() -> FastAPI:
-    return create_serving_app(ServingSettings())
+    return create_serving_app(ModelServingSettings())

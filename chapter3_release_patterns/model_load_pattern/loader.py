@@ -83,7 +83,9 @@ def expected_checksum(settings: LoaderSettings) -> str:
     try:
         return fetch(settings.model_source + ".sha256", settings.timeout).split()[0].decode().lower()
     except (LoadError, IndexError) as error:
-        raise LoadError(f"no checksum for {settings.model_source}: set MODEL_SHA256 or publish <source>.sha256 ({error})") from None
+        raise LoadError(
+            f"no checksum for {settings.model_source}: set MODEL_SHA256 or publish <source>.sha256 ({error})"
+        ) from None
 
 
 def verify(model_path: Path, label_path: Path, expected_shape: list[int]) -> str:
@@ -115,10 +117,20 @@ def resolve(settings: LoaderSettings) -> LoaderSettings:
         paths = experiment.get("artifact_file_paths") or {}
         if "model" not in paths:
             raise LoadError(f"experiment {experiment['experiment_id']} of {settings.model_name} records no model path")
-        logger.info("model_db: %s/%s is experiment %s, version %s", settings.model_project, settings.model_name,
-                    experiment["experiment_id"], experiment["model_version_id"])
-        return settings.model_copy(update={"model_source": paths["model"], "label_source": paths.get("labels"),
-                                           "model_sha256": settings.model_sha256 or paths.get("model_sha256")})
+        logger.info(
+            "model_db: %s/%s is experiment %s, version %s",
+            settings.model_project,
+            settings.model_name,
+            experiment["experiment_id"],
+            experiment["model_version_id"],
+        )
+        return settings.model_copy(
+            update={
+                "model_source": paths["model"],
+                "label_source": paths.get("labels"),
+                "model_sha256": settings.model_sha256 or paths.get("model_sha256"),
+            }
+        )
     if not settings.model_source:
         raise LoadError("say where the model is: MODEL_SOURCE, or MODEL_DB_URL with MODEL_NAME")
     return settings
@@ -142,7 +154,9 @@ def load(settings: LoaderSettings) -> None:
         # Labels first: the API starts on model.onnx, so the model's arrival means everything is there.
         os.replace(staged_labels, settings.model_dir / "labels.json")
         os.replace(staged_model, settings.model_dir / "model.onnx")
-    logger.info("loaded %s (sha256 %s, %s) into %s", settings.model_source, checksum[:12], description, settings.model_dir)
+    logger.info(
+        "loaded %s (sha256 %s, %s) into %s", settings.model_source, checksum[:12], description, settings.model_dir
+    )
 
 
 def main() -> int:

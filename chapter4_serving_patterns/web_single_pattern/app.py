@@ -7,8 +7,8 @@ pattern scales by adding workers (one host) or replicas (Kubernetes).
 from fastapi import FastAPI
 
 from mlpatterns.serving.app import create_serving_app
-from mlpatterns.settings import ServingSettings
+from mlpatterns.settings import ModelServingSettings
 
 
 def create_app() -> FastAPI:
-    return create_serving_app(ServingSettings())
+    return create_serving_app(ModelServingSettings())

@@ -58,6 +58,6 @@ class CpuMeter:
 
     def __exit__(self, *exc) -> None:
         end = (os.times().elapsed, _machine_busy(), _group_cpu(self.pgid), _own_and_children())
-        elapsed, busy, server, ours = (b - a for a, b in zip(self._start, end))
+        elapsed, busy, server, ours = (b - a for a, b in zip(self._start, end, strict=True))
         capacity = elapsed * (os.cpu_count() or 1)  # /proc/stat counts every online core
         self.result = CpuShare(server, max(0.0, (busy - server - ours) / capacity) if capacity else 0.0)

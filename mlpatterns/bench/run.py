@@ -28,7 +28,7 @@ from mlpatterns.bench.cpu import CpuMeter, CpuShare
 from mlpatterns.bench.wrk import Load, WrkMissing, ensure_wrk, run_wrk
 from mlpatterns.predictor import OnnxPredictor
 from mlpatterns.runner.run import REPO_ROOT, RunnerError, run_pattern, stop_on_sigterm
-from mlpatterns.settings import IRIS_SAMPLE, ServingSettings
+from mlpatterns.settings import IRIS_SAMPLE, ModelServingSettings
 
 ECHO = Path(__file__).parent  # its docker-compose.yml: the echo floor as a one-service "pattern"
 CONCURRENCIES = (1, 32)
@@ -66,8 +66,11 @@ def measure(targets: list[Target], body: bytes, seconds: float, warmup: float, r
                 with CpuMeter(target.pgid) as meter:
                     load = run_wrk(target.url, body, connections, seconds)
                 runs[target.label, connections].append((load, meter.result))
-                print(f"  round {round_number}/{rounds} c={connections:<3} {target.label}: {load.rps:,.0f} req/s, "
-                      f"p50 {load.p50_ms:.2f} ms, other processes {meter.result.other_fraction:.0%}", flush=True)
+                print(
+                    f"  round {round_number}/{rounds} c={connections:<3} {target.label}: {load.rps:,.0f} req/s, "
+                    f"p50 {load.p50_ms:.2f} ms, other processes {meter.result.other_fraction:.0%}",
+                    flush=True,
+                )
     return {key: summarize(done) for key, done in runs.items()}
 
 
@@ -134,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             with run_pattern(ECHO, overrides={"echo": {"WORKERS": workers}} if workers else None) as floor:
                 # Runner processes lead their own sessions: a pid is its process group id.
                 echo = floor.running["echo"]
-                targets = [Target(f"POST {args.path} ({name})", base + args.path, running.process.pid),
-                           Target("FastAPI JSON echo (floor)", floor.url("echo") + "/echo", echo.process.pid)]
+                targets = [
+                    Target(f"POST {args.path} ({name})", base + args.path, running.process.pid),
+                    Target("FastAPI JSON echo (floor)", floor.url("echo") + "/echo", echo.process.pid),
+                ]
                 print(f"loading both with {body.decode()}, {args.rounds} rounds of {args.seconds:g} s", flush=True)
                 figures = measure(targets, body, args.seconds, args.warmup, args.rounds)
     except RunnerError as error:
@@ -144,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the servers are stopped", file=sys.stderr)
         return 130
-    model_path = ServingSettings.model_validate(running.service.environment).model_path
+    model_path = ModelServingSettings.model_validate(running.service.environment).model_path
     print(f"model floor: {model_path} in process...", flush=True)
     calls_per_s, rows_per_s = model_floor(model_path, sample, min(args.seconds, 3.0))
 
@@ -160,15 +165,28 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def render(args, name: str, workers: str | None, body: bytes, labels: list[str], figures: dict,
-           calls_per_s: float, rows_per_s: float) -> str:
-    command = (f"make bench P={args.pattern}" if os.environ.get("MAKELEVEL")
-               else shlex.join(["python", "-m", "mlpatterns.bench", *sys.argv[1:]]))
+def render(
+    args,
+    name: str,
+    workers: str | None,
+    body: bytes,
+    labels: list[str],
+    figures: dict,
+    calls_per_s: float,
+    rows_per_s: float,
+) -> str:
+    command = (
+        f"make bench P={args.pattern}"
+        if os.environ.get("MAKELEVEL")
+        else shlex.join(["python", "-m", "mlpatterns.bench", *sys.argv[1:]])
+    )
     wrk_version = subprocess.run([ensure_wrk(), "-v"], capture_output=True, text=True).stdout.split(" [")[0]
     rows = [
         f"| {label} | {c} | {f.rps:,.0f} | {f.p50_ms:.2f} ms | {f.p99_ms:.2f} ms | {f.cpu_us_per_request:,.0f} µs "
         f"| {f.errors} |"
-        for label in labels for c in CONCURRENCIES for f in [figures[label, c]]
+        for label in labels
+        for c in CONCURRENCIES
+        for f in [figures[label, c]]
     ]
     pattern, echo = labels
     low, high = min(CONCURRENCIES), max(CONCURRENCIES)
@@ -197,8 +215,7 @@ def render(args, name: str, workers: str | None, body: bytes, labels: list[str],
         "| model floor, in process | throughput | per call |",
         "|---|---:|---:|",
         f"| onnxruntime, 1 row | {calls_per_s:,.0f} calls/s | {1e6 / calls_per_s:,.1f} µs |",
-        f"| onnxruntime, {BATCH_ROWS}-row batch | {rows_per_s:,.0f} rows/s "
-        f"| {1e6 * BATCH_ROWS / rows_per_s:,.0f} µs |",
+        f"| onnxruntime, {BATCH_ROWS}-row batch | {rows_per_s:,.0f} rows/s | {1e6 * BATCH_ROWS / rows_per_s:,.0f} µs |",
         "",
         f"- {args.path} req/s at c={high}: {throughput:.0%} of the echo floor's",
         f"- {args.path} p50 at c={low}: {latency:.2f}x the echo floor's",

@@ -50,8 +50,17 @@ def run_wrk(url: str, body: bytes, connections: int, seconds: float, threads: in
     """One wrk run against a loopback URL. One thread by default: on 2 cores the load tool must stay small."""
     if not url.startswith("http://127.0.0.1:"):
         raise ValueError(f"{url}: the bench only loads loopback addresses")
-    command = [ensure_wrk(), f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds:g}s",
-               "--timeout", "5s", "-s", str(SCRIPT), url]
+    command = [
+        ensure_wrk(),
+        f"-t{min(threads, connections)}",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(SCRIPT),
+        url,
+    ]
     env = dict(os.environ, BENCH_BODY=body.decode())
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 30)
     lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH ")]

@@ -1,7 +1,7 @@
 """Command line of the local runner (the Makefile's `up` and `demo` call it).
 
-    python -m mlpatterns.runner up chapter4_serving_patterns/web_single_pattern [--free-ports]
-    python -m mlpatterns.runner demo [PATTERN ...]     # no pattern: every pattern that has a demo.py
+python -m mlpatterns.runner up chapter4_serving_patterns/web_single_pattern [--free-ports]
+python -m mlpatterns.runner demo [PATTERN ...]     # no pattern: every pattern that has a demo.py
 """
 
 import argparse
@@ -54,8 +54,9 @@ def demo(patterns: list[Path]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlpatterns.runner", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m mlpatterns.runner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     up_parser = commands.add_parser("up", help="start a pattern and keep it running until Ctrl-C")
     up_parser.add_argument("pattern", type=Path)

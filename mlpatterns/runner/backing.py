@@ -62,8 +62,21 @@ class RedisServer:
         self.directory = tempfile.mkdtemp(prefix="mlpatterns-redis-")
         with _stopped_on_failure(self):
             self.process = subprocess.Popen(
-                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", self.directory, "--logfile", ""],
+                [
+                    binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    self.directory,
+                    "--logfile",
+                    "",
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C in the terminal reaches the runner, which stops us in order
@@ -91,7 +104,9 @@ def postgres_bindir() -> Path:
         return Path(found).resolve().parent
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
     if not candidates:
-        raise BackingError("PostgreSQL server binaries not found: run `make setup` (Debian: apt-get install postgresql)")
+        raise BackingError(
+            "PostgreSQL server binaries not found: run `make setup` (Debian: apt-get install postgresql)"
+        )
     return Path(candidates[-1]).parent
 
 
@@ -127,16 +142,43 @@ class PostgresServer:
                 for path in (self.directory, data, sockets):
                     shutil.chown(path, "postgres", "postgres")
             initdb = subprocess.run(
-                prefix + [str(bindir / "initdb"), "-D", str(data), "-U", self.superuser, "--auth=trust", "-E", "UTF8",
-                          "--no-sync", "--no-instructions"],
-                capture_output=True, text=True,
+                prefix
+                + [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    self.superuser,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                    "--no-instructions",
+                ],
+                capture_output=True,
+                text=True,
             )
             if initdb.returncode != 0:
                 raise BackingError(f"initdb failed: {initdb.stderr.strip()}")
             self.process = subprocess.Popen(
-                prefix + [str(bindir / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(sockets),
-                          "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
-                          "-c", "synchronous_commit=off"],
+                prefix
+                + [
+                    str(bindir / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(sockets),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "synchronous_commit=off",
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
@@ -160,9 +202,9 @@ class PostgresServer:
         connection.autocommit = True
         with connection.cursor() as cursor:
             if user != self.superuser:
-                cursor.execute("CREATE ROLE %s LOGIN PASSWORD %%s" % _identifier(user), (password,))
+                cursor.execute(f"CREATE ROLE {_identifier(user)} LOGIN PASSWORD %s", (password,))
             if dbname != "postgres":
-                cursor.execute("CREATE DATABASE %s OWNER %s" % (_identifier(dbname), _identifier(user)))
+                cursor.execute(f"CREATE DATABASE {_identifier(dbname)} OWNER {_identifier(user)}")
         connection.close()
 
     def stop(self) -> None:
@@ -184,7 +226,7 @@ def _stopped_on_failure(server):
 def _identifier(name: str) -> str:
     if not name.replace("_", "").isalnum():
         raise BackingError(f"unsupported PostgreSQL name {name!r}: letters, digits and _ only")
-    return '"%s"' % name
+    return f'"{name}"'
 
 
 def _terminate(process: subprocess.Popen | None, stop_signal: int = signal.SIGTERM, timeout: float = 10.0) -> None:

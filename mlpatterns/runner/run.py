@@ -48,8 +48,14 @@ class RunningService:
 class PatternRun:
     """A started pattern. `url(name)` is where service `name` listens on this machine."""
 
-    def __init__(self, pattern_dir: Path, free_ports: bool, echo: bool, environ: dict[str, str],
-                 overrides: dict[str, dict[str, str]]):
+    def __init__(
+        self,
+        pattern_dir: Path,
+        free_ports: bool,
+        echo: bool,
+        environ: dict[str, str],
+        overrides: dict[str, dict[str, str]],
+    ):
         self.pattern_dir = pattern_dir
         self.free_ports = free_ports
         self.echo = echo
@@ -194,7 +200,9 @@ class PatternRun:
             raise RunnerError(f"{running.service.name} did not finish within {timeout:.0f} s") from None
         running.reader.join(5)
         if code != 0:
-            raise RunnerError(f"{running.service.name} failed with exit code {code}:\n{self.logs(running.service.name)}")
+            raise RunnerError(
+                f"{running.service.name} failed with exit code {code}:\n{self.logs(running.service.name)}"
+            )
 
     def wait_healthy(self, name: str, timeout: float = 60.0) -> None:
         """Poll the service's compose healthcheck (rewritten to its local port) until it passes."""
@@ -224,8 +232,10 @@ class PatternRun:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if running.process.poll() is not None:
-                raise RunnerError(f"{running.service.name} exited with code {running.process.returncode}:\n"
-                                  f"{self.logs(running.service.name)}")
+                raise RunnerError(
+                    f"{running.service.name} exited with code {running.process.returncode}:\n"
+                    f"{self.logs(running.service.name)}"
+                )
             if port_in_use(running.port):
                 return
             time.sleep(0.1)
@@ -276,8 +286,13 @@ def _stop_group(process: subprocess.Popen, timeout: float = 15.0) -> None:
 
 
 @contextmanager
-def run_pattern(pattern_dir: str | Path, free_ports: bool = True, echo: bool = False, environ: dict[str, str] | None = None,
-                overrides: dict[str, dict[str, str]] | None = None):
+def run_pattern(
+    pattern_dir: str | Path,
+    free_ports: bool = True,
+    echo: bool = False,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, dict[str, str]] | None = None,
+):
     """Start every service of the pattern, wait until all are healthy, and stop them all on the way out.
 
     `environ` may name the user's own REDIS_URL / DATABASE_URL (default: taken from the environment);
@@ -288,7 +303,9 @@ def run_pattern(pattern_dir: str | Path, free_ports: bool = True, echo: bool = F
         path = REPO_ROOT / path
     if not (path / "docker-compose.yml").exists():
         raise RunnerError(f"{pattern_dir}: no docker-compose.yml (is it a pattern directory?)")
-    run = PatternRun(path, free_ports, echo, dict(environ if environ is not None else _user_backing_env()), overrides or {})
+    run = PatternRun(
+        path, free_ports, echo, dict(environ if environ is not None else _user_backing_env()), overrides or {}
+    )
     try:
         run.start()
         run.wait_all_healthy()

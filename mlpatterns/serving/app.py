@@ -1,6 +1,6 @@
 """The serving app factory: a FastAPI app around one OnnxPredictor.
 
-Build it with settings (`create_serving_app(ServingSettings())`); gunicorn calls a pattern's `create_app()`,
+Build it with settings (`create_serving_app(ModelServingSettings())`); gunicorn calls a pattern's `create_app()`,
 once per worker, after the fork, so every worker loads its own onnxruntime session.
 
 The two POST routes are the hot path; `make bench P=chapter4_serving_patterns/web_single_pattern` measures them
@@ -8,23 +8,18 @@ against a bare FastAPI echo on the same server. What they do for speed is commen
 """
 
 import math
-from collections.abc import Callable
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
-from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from mlpatterns.errors import PayloadTooLarge, install_error_handlers
-from mlpatterns.logging import configure_logging
+from mlpatterns.errors import PayloadTooLarge
 from mlpatterns.predictor import OnnxPredictor
-from mlpatterns.serving.metrics import metrics_response
-from mlpatterns.serving.middleware import BodySizeLimitMiddleware, MetricsMiddleware
 from mlpatterns.serving.schemas import Health, LabelsResponse, Metadata, ScoresResponse, predict_request
-from mlpatterns.settings import ServiceSettings, ServingSettings
-
+from mlpatterns.serving.service import create_service_app
+from mlpatterns.settings import ModelServingSettings
 
 # Batches of up to this many input values are predicted on the event loop: check and onnxruntime take about
 # 0.1 ms for an iris row, less than a hop to the thread pool and back (0.15 ms on a 2-core machine), and under
@@ -68,7 +63,7 @@ def json_response(content: dict) -> Response:
     return Response(orjson.dumps(content), media_type="application/json")
 
 
-def add_prediction_routes(router: APIRouter, predictor: OnnxPredictor, settings: ServingSettings) -> None:
+def add_prediction_routes(router: APIRouter, predictor: OnnxPredictor, settings: ModelServingSettings) -> None:
     """The book's endpoints. The sample's answer is computed once, from the model itself."""
     sample = predictor.check(settings.sample_input)
     sample_prediction = predictor.predict(sample)
@@ -124,37 +119,12 @@ def add_prediction_routes(router: APIRouter, predictor: OnnxPredictor, settings:
         ("/predict", predict_scores, ScoresResponse),
         ("/predict/label", predict_label, LabelsResponse),
     ]:
-        router.add_api_route(path, endpoint, methods=["POST"], response_model=response_model,
-                             route_class_override=PredictRequestRoute)
+        router.add_api_route(
+            path, endpoint, methods=["POST"], response_model=response_model, route_class_override=PredictRequestRoute
+        )
 
 
-def create_service_app(
-    settings: ServiceSettings, add_routes: Callable[[APIRouter], None], **fastapi_options
-) -> FastAPI:
-    """What every HTTP service of the project shares: logging to stdout, offline API docs, typed errors as
-    4xx, a body-size limit, and Prometheus metrics on `/metrics`. `add_routes` puts the service's own routes
-    on the app's router (before /metrics: routes are matched in order, and the service's are the busy ones)."""
-    configure_logging(settings.log_level, settings.log_json)
-    app = FastAPIOffline(
-        title=settings.api_title,
-        description=settings.api_description,
-        version=settings.api_version,
-        # FastAPI's native OpenTelemetry stays off: the patterns export Prometheus metrics and set up no
-        # OpenTelemetry provider, and looking for one on every request costs more than the metrics do.
-        telemetry={"tracing": False, "metrics": False, "logs": False},
-        **fastapi_options,
-    )
-    install_error_handlers(app)
-    # A hot path goes on the app's own router, not through include_router: FastAPI matches an included
-    # router's routes twice per request, which costs about as much as the model call.
-    add_routes(app.router)
-    app.add_api_route("/metrics", metrics_response, include_in_schema=False)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware)
-    return app
-
-
-def create_serving_app(settings: ServingSettings, predictor: OnnxPredictor | None = None) -> FastAPI:
+def create_serving_app(settings: ModelServingSettings, predictor: OnnxPredictor | None = None) -> FastAPI:
     if predictor is None:
         predictor = OnnxPredictor(settings.model_path, settings.resolved_label_path).load()
     app = create_service_app(settings, lambda router: add_prediction_routes(router, predictor, settings))

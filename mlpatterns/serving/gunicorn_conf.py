@@ -13,7 +13,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class ServerSettings(BaseSettings):
+class GunicornSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
 
     host: str = Field("0.0.0.0", description="0.0.0.0 in a container; the local runner sets 127.0.0.1.")
@@ -26,7 +26,7 @@ class ServerSettings(BaseSettings):
     log_level: str = "info"
 
 
-_server = ServerSettings()
+_server = GunicornSettings()
 
 bind = f"{_server.host}:{_server.port}"
 workers = _server.workers

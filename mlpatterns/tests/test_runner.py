@@ -43,7 +43,10 @@ HEALTHCHECK = {"test": ["CMD", "python", "-m", "mlpatterns.healthcheck", "http:/
 def write_pattern(directory: Path, app_command: list[str] | None = None, app_port: int = 8000) -> Path:
     services = {
         "cache": {"image": "redis:7"},
-        "db": {"image": "postgres:16", "environment": {"POSTGRES_USER": "toy", "POSTGRES_PASSWORD": "secret", "POSTGRES_DB": "toydb"}},
+        "db": {
+            "image": "postgres:16",
+            "environment": {"POSTGRES_USER": "toy", "POSTGRES_PASSWORD": "secret", "POSTGRES_DB": "toydb"},
+        },
         "init": {
             "build": ".",
             "command": ["python", "-c", INIT],
@@ -57,7 +60,10 @@ def write_pattern(directory: Path, app_command: list[str] | None = None, app_por
             "x-local": {"environment": {"GREETING": "hello"}},
             "ports": [f"{app_port}:{app_port}"],
             "healthcheck": HEALTHCHECK,
-            "depends_on": {"cache": {"condition": "service_healthy"}, "init": {"condition": "service_completed_successfully"}},
+            "depends_on": {
+                "cache": {"condition": "service_healthy"},
+                "init": {"condition": "service_completed_successfully"},
+            },
         },
     }
     (directory / "docker-compose.yml").write_text(yaml.safe_dump({"services": services}))
@@ -77,7 +83,9 @@ def test_starts_every_service_in_order_and_leaves_nothing_behind(tmp_path):
     with run_pattern(write_pattern(tmp_path)) as run:
         assert httpx.get(run.url("app") + "/health").status_code == 200
         assert redis.Redis(port=run.port("cache")).get("toy") == b"hello"
-        with psycopg2.connect(host="127.0.0.1", port=run.port("db"), user="toy", password="secret", dbname="toydb") as db:
+        with psycopg2.connect(
+            host="127.0.0.1", port=run.port("db"), user="toy", password="secret", dbname="toydb"
+        ) as db:
             with db.cursor() as cursor:
                 cursor.execute("SELECT count(*) FROM made_by_init")
                 assert cursor.fetchone() == (0,)
@@ -137,13 +145,29 @@ def test_the_users_redis_replaces_the_compose_one(tmp_path):
 
 
 def test_compose_parsing(tmp_path):
-    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump({"services": {
-        "api": {"build": ".", "command": "gunicorn app:app", "environment": ["A=1", "B=x=y"], "ports": [{"target": 80, "published": 8080}],
-                "depends_on": ["queue"]},
-        "queue": {"image": "docker.io/library/redis:7.2-alpine", "ports": ["6379"]},
-    }}))
+    (tmp_path / "docker-compose.yml").write_text(
+        yaml.safe_dump(
+            {
+                "services": {
+                    "api": {
+                        "build": ".",
+                        "command": "gunicorn app:app",
+                        "environment": ["A=1", "B=x=y"],
+                        "ports": [{"target": 80, "published": 8080}],
+                        "depends_on": ["queue"],
+                    },
+                    "queue": {"image": "docker.io/library/redis:7.2-alpine", "ports": ["6379"]},
+                }
+            }
+        )
+    )
     api, queue = load_services(tmp_path / "docker-compose.yml")
-    assert (api.kind, api.command, api.environment, api.ports) == ("process", ["gunicorn", "app:app"], {"A": "1", "B": "x=y"}, [(8080, 80)])
+    assert (api.kind, api.command, api.environment, api.ports) == (
+        "process",
+        ["gunicorn", "app:app"],
+        {"A": "1", "B": "x=y"},
+        [(8080, 80)],
+    )
     assert api.depends_on == {"queue": "service_started"}
     assert (queue.kind, queue.ports) == ("redis", [(6379, 6379)])
     assert [s.name for s in start_order([api, queue])] == ["queue", "api"]
@@ -160,7 +184,9 @@ def test_dependency_errors():
 
 def test_up_runs_until_ctrl_c_then_stops_everything(tmp_path):
     command = [sys.executable, "-m", "mlpatterns.runner", "up", str(write_pattern(tmp_path)), "--free-ports"]
-    runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    runner = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     lines = []
     try:
         for line in runner.stdout:

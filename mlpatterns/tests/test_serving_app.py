@@ -13,7 +13,7 @@ from mlpatterns.predictor import OnnxPredictor
 from mlpatterns.serving import app as serving_app
 from mlpatterns.serving.app import create_serving_app
 from mlpatterns.serving.schemas import predict_request
-from mlpatterns.settings import ServingSettings
+from mlpatterns.settings import ModelServingSettings
 
 ITEM_SHAPE = [2, 3]
 CLASSES = ["a", "b", "c"]
@@ -37,7 +37,7 @@ def matrix_model(path) -> None:
 def client(tmp_path):
     matrix_model(tmp_path / "model.onnx")
     (tmp_path / "labels.json").write_text(json.dumps(dict(enumerate(CLASSES))))
-    settings = ServingSettings(MODEL_PATH=str(tmp_path / "model.onnx"), sample_input=[[[1, 2, 3], [0, 0, 0]]])
+    settings = ModelServingSettings(MODEL_PATH=str(tmp_path / "model.onnx"), sample_input=[[[1, 2, 3], [0, 0, 0]]])
     predictor = OnnxPredictor(settings.model_path, settings.resolved_label_path).load()
     with TestClient(create_serving_app(settings, predictor)) as client:
         yield client
@@ -60,22 +60,30 @@ def test_the_fast_path_validates_with_the_routes_model_and_answers_as_the_standa
     validate = model.model_validate_json
     monkeypatch.setattr(model, "model_validate_json", lambda body: calls.append(body) or validate(body))
     body = json.dumps({"data": ITEMS})
-    answers = [client.post(path, content=body, headers={"content-type": content_type}).json()
-               for path in ("/predict", "/predict/label")
-               for content_type in ("application/json", "application/json; charset=utf-8")]
+    answers = [
+        client.post(path, content=body, headers={"content-type": content_type}).json()
+        for path in ("/predict", "/predict/label")
+        for content_type in ("application/json", "application/json; charset=utf-8")
+    ]
     assert answers[0] == answers[1] and answers[2] == answers[3] == {"prediction": ["b", "a", "c"]}
     assert len(calls) == 2  # one per route: the charset variant took FastAPI's standard way
 
 
 @pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
-@pytest.mark.parametrize("data, detail", [
-    ([[[1, 2], [3, 4]]], "each item must have shape 2x3; got items of shape 2x2"),
-    ([[[1, 2, 3]] * 3], "each item must have shape 2x3; got items of shape 3x3"),
-    ([[[1, 2, 3], [4, 5]]], "data must be a list of items of equal shape (2x3), each nested lists of numbers"),
-    ([[1, 2, 3]], [{"type": "list_type", "loc": ["body", "data", 0, 0], "msg": "Input should be a valid list"}]),
-    ([[[[1], [2], [3]]] * 2],
-     [{"type": "float_type", "loc": ["body", "data", 0, 0, 0], "msg": "Input should be a valid number"}]),
-], ids=["2x2", "3x3", "ragged", "too shallow", "too deep"])
+@pytest.mark.parametrize(
+    "data, detail",
+    [
+        ([[[1, 2], [3, 4]]], "each item must have shape 2x3; got items of shape 2x2"),
+        ([[[1, 2, 3]] * 3], "each item must have shape 2x3; got items of shape 3x3"),
+        ([[[1, 2, 3], [4, 5]]], "data must be a list of items of equal shape (2x3), each nested lists of numbers"),
+        ([[1, 2, 3]], [{"type": "list_type", "loc": ["body", "data", 0, 0], "msg": "Input should be a valid list"}]),
+        (
+            [[[[1], [2], [3]]] * 2],
+            [{"type": "float_type", "loc": ["body", "data", 0, 0, 0], "msg": "Input should be a valid number"}],
+        ),
+    ],
+    ids=["2x2", "3x3", "ragged", "too shallow", "too deep"],
+)
 def test_a_wrong_item_is_a_422_that_says_what_is_wrong(client, data, detail, content_type):
     response = client.post("/predict", content=json.dumps({"data": data}), headers={"content-type": content_type})
     assert response.status_code == 422

@@ -37,8 +37,12 @@ class ModelArtifacts:
 
     def registry_paths(self) -> dict[str, str]:
         """What model_db records of this model: where its files are, and the checksum a loader verifies."""
-        return {"model": str(self.model.resolve()), "labels": str(self.labels.resolve()),
-                "metrics": str(self.metrics.resolve()), "model_sha256": self.checksum.read_text().split()[0]}
+        return {
+            "model": str(self.model.resolve()),
+            "labels": str(self.labels.resolve()),
+            "metrics": str(self.metrics.resolve()),
+            "model_sha256": self.checksum.read_text().split()[0],
+        }
 
     def recorded_fingerprint(self) -> str | None:
         if not all(path.exists() for path in (self.model, self.checksum, self.labels, self.metrics)):

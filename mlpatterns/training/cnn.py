@@ -51,8 +51,15 @@ def small_cnn(mean: list[float], std: list[float], classes: int) -> nn.Sequentia
         convolution = nn.Conv2d(inputs, outputs, 3, padding=1, bias=False)  # batch norm brings its own bias
         return [convolution, nn.BatchNorm2d(outputs), nn.ReLU(), nn.MaxPool2d(2)]
 
-    return nn.Sequential(Normalize(mean, std), *block(3, 16), *block(16, 32), *block(32, 64),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, classes))
+    return nn.Sequential(
+        Normalize(mean, std),
+        *block(3, 16),
+        *block(16, 32),
+        *block(32, 64),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, classes),
+    )
 
 
 def as_tensors(data: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,8 +73,8 @@ def evaluate(model: nn.Module, data: ImageSet, batch_size: int = 256) -> tuple[f
     pixels, labels = as_tensors(data)
     loss = correct = 0.0
     for start in range(0, len(labels), batch_size):
-        logits = model(pixels[start:start + batch_size])
-        target = labels[start:start + batch_size]
+        logits = model(pixels[start : start + batch_size])
+        target = labels[start : start + batch_size]
         loss += F.cross_entropy(logits, target, reduction="sum").item()
         correct += (logits.argmax(dim=1) == target).sum().item()
     return loss / len(labels), correct / len(labels)
@@ -101,22 +108,29 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, config: TrainConfig, l
             if step % log_every == 0:
                 logger.info("epoch %d/%d  batch %d/%d  loss %.4f", epoch, config.epochs, step, batches, loss.item())
         val_loss, val_accuracy = evaluate(model, val)
-        history.append({
-            "epoch": epoch,
-            "train_loss": loss_sum / len(labels),
-            "train_accuracy": correct / len(labels),
-            "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
-            "seconds": round(time.perf_counter() - started, 2),
-        })
-        logger.info("epoch %d/%d  loss %.4f  accuracy %.4f  val_loss %.4f  val_accuracy %.4f  (%.1f s)",
-                    epoch, config.epochs, *(history[-1][key] for key in list(history[-1])[1:]))
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": loss_sum / len(labels),
+                "train_accuracy": correct / len(labels),
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+        )
+        logger.info(
+            "epoch %d/%d  loss %.4f  accuracy %.4f  val_loss %.4f  val_accuracy %.4f  (%.1f s)",
+            epoch,
+            config.epochs,
+            *(history[-1][key] for key in list(history[-1])[1:]),
+        )
     model.eval()
     return history
 
 
-def train(train_set: ImageSet, val_set: ImageSet, classes: int, mean: list[float], std: list[float],
-          config: TrainConfig) -> tuple[nn.Module, list[dict]]:
+def train(
+    train_set: ImageSet, val_set: ImageSet, classes: int, mean: list[float], std: list[float], config: TrainConfig
+) -> tuple[nn.Module, list[dict]]:
     """Seeded and deterministic: the same data and config give the same weights on the same machine."""
     torch.manual_seed(config.seed)
     torch.use_deterministic_algorithms(True)
@@ -146,9 +160,16 @@ def export_onnx(model: nn.Module) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter announcing its own end
-        torch.onnx.export(_Served(model), (torch.zeros(1, *IMAGE_SHAPE),), buffer, dynamo=False,
-                          input_names=["input"], output_names=["probabilities", "logits"], opset_version=ONNX_OPSET,
-                          dynamic_axes={name: {0: "batch"} for name in ("input", "probabilities", "logits")})
+        torch.onnx.export(
+            _Served(model),
+            (torch.zeros(1, *IMAGE_SHAPE),),
+            buffer,
+            dynamo=False,
+            input_names=["input"],
+            output_names=["probabilities", "logits"],
+            opset_version=ONNX_OPSET,
+            dynamic_axes={name: {0: "batch"} for name in ("input", "probabilities", "logits")},
+        )
     return buffer.getvalue()
 
 

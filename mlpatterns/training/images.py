@@ -46,8 +46,13 @@ def digits_as_cifar() -> tuple[ImageSet, list[str]]:
 class _CifarUnpickler(pickle.Unpickler):
     """CIFAR-10's batches are pickles: allow only what they hold (dicts, lists, bytes and numpy arrays)."""
 
-    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-               ("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode")}  # bytes, in protocol 2
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("_codecs", "encode"),
+    }  # bytes, in protocol 2
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
@@ -71,8 +76,15 @@ def read_cifar(directory: Path) -> tuple[ImageSet, ImageSet, list[str]]:
     """The training batches (data_batch_1..5, those present), the test batch and the class names."""
     directory = Path(directory)
     train_files = sorted(directory.glob("data_batch_*"))
-    missing = [name for name, ok in [("data_batch_*", train_files), ("test_batch", (directory / "test_batch").exists()),
-                                     ("batches.meta", (directory / "batches.meta").exists())] if not ok]
+    missing = [
+        name
+        for name, ok in [
+            ("data_batch_*", train_files),
+            ("test_batch", (directory / "test_batch").exists()),
+            ("batches.meta", (directory / "batches.meta").exists()),
+        ]
+        if not ok
+    ]
     if missing:
         raise FileNotFoundError(f"{directory}: no {', '.join(missing)} (CIFAR-10's python batches)")
     parts = [read_cifar_batch(path) for path in train_files]

@@ -10,7 +10,6 @@ out as a plain (N, C) tensor), with labels.json and metrics.json beside the mode
 """
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -119,8 +118,15 @@ def summary(name: str, metrics: dict) -> str:
     return f"{name}: accuracy {metrics['accuracy']:.3f} on {metrics['test_rows']} test rows ({per_class})"
 
 
-def build(kind: str, target: str | None = None, out: Path = MODELS_DIR, name: str | None = None,
-          test_size: float = 0.3, seed: int = 0, force: bool = False) -> ModelArtifacts:
+def build(
+    kind: str,
+    target: str | None = None,
+    out: Path = MODELS_DIR,
+    name: str | None = None,
+    test_size: float = 0.3,
+    seed: int = 0,
+    force: bool = False,
+) -> ModelArtifacts:
     """Train and write one model unless an identical one is already there."""
     if kind == "binary" and target not in SPECIES:
         raise ValueError(f"binary needs --target, one of {', '.join(SPECIES)}")
@@ -136,11 +142,16 @@ def build(kind: str, target: str | None = None, out: Path = MODELS_DIR, name: st
     artifacts.write(onnx_bytes, labels, {"model": name, "params": params, "fingerprint": stamp, **metrics})
     logger.info("%s (%.1f s) -> %s", summary(name, metrics), time.perf_counter() - started, artifacts.directory)
     register_run(
-        project="iris", model=name, version=f"{name}-{stamp}", parameters=params,
+        project="iris",
+        model=name,
+        version=f"{name}-{stamp}",
+        parameters=params,
         evaluations={k: v for k, v in metrics.items() if k != "per_class"},
         artifact_file_paths=artifacts.registry_paths(),
         training_dataset="sklearn.datasets.load_iris",
-        test_dataset="none: fitted on all rows" if kind == "outlier" else f"stratified {test_size:.0%} split, seed {seed}",
+        test_dataset="none: fitted on all rows"
+        if kind == "outlier"
+        else f"stratified {test_size:.0%} split, seed {seed}",
     )
     return artifacts
 
@@ -150,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("kind", choices=KINDS + ("all",), help="which model; 'all' builds every model the patterns use")
     parser.add_argument("--target", choices=SPECIES, help="the species of a binary model")
     parser.add_argument("--out", type=Path, default=MODELS_DIR, help="parent directory of the model directory")
-    parser.add_argument("--name", help="model directory name (default: iris_svc, iris_rf, iris_ocs, iris_binary_<target>)")
+    parser.add_argument(
+        "--name", help="model directory name (default: iris_svc, iris_rf, iris_ocs, iris_binary_<target>)"
+    )
     parser.add_argument("--test-size", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="retrain even when the model is up to date")

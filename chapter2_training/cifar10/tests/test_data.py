@@ -16,8 +16,12 @@ def write_cifar_batch(path, first: int, rows: int) -> None:
     """CIFAR-10's layout: b"data" uint8 [N, 3072], 1024 red then 1024 green then 1024 blue per row."""
     red = np.arange(first, first + rows, dtype=np.uint8)[:, None].repeat(1024, axis=1)
     data = np.concatenate([red, np.full((rows, 1024), 100, np.uint8), np.full((rows, 1024), 200, np.uint8)], axis=1)
-    batch = {b"batch_label": b"tiny", b"labels": [(first + i) % 10 for i in range(rows)], b"data": data,
-             b"filenames": [b"img_%d.png" % (first + i) for i in range(rows)]}
+    batch = {
+        b"batch_label": b"tiny",
+        b"labels": [(first + i) % 10 for i in range(rows)],
+        b"data": data,
+        b"filenames": [b"img_%d.png" % (first + i) for i in range(rows)],
+    }
     path.write_bytes(pickle.dumps(batch, protocol=2))
 
 

@@ -26,8 +26,14 @@ TIME_LIMIT = 180  # seconds for all four steps on a 2-core machine
 
 def step(*args) -> str:
     env = {key: value for key, value in os.environ.items() if key != "MODEL_DB_URL"}
-    result = subprocess.run([sys.executable, "-m", "chapter2_training.cifar10.pipeline", *map(str, args)],
-                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=TIME_LIMIT)
+    result = subprocess.run(
+        [sys.executable, "-m", "chapter2_training.cifar10.pipeline", *map(str, args)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIME_LIMIT,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -97,10 +103,12 @@ def test_a_step_without_its_input_says_what_to_run(tmp_path, capsys):
 
 # -- the model: trained in train mode, normalisation inside the exported graph ---------------------------
 
+
 def tiny_set(count: int, seed: int = 0) -> images.ImageSet:
     rng = np.random.default_rng(seed)
-    return images.ImageSet(rng.integers(0, 256, (count, 3, 32, 32), dtype=np.uint8),
-                           rng.integers(0, 10, count).astype(np.int64))
+    return images.ImageSet(
+        rng.integers(0, 256, (count, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, count).astype(np.int64)
+    )
 
 
 def test_batches_train_in_train_mode_and_validation_runs_in_eval_mode():
@@ -121,8 +129,11 @@ def test_onnx_model_takes_raw_pixels_and_gives_the_torch_logits():
     probabilities, logits = session.run(["probabilities", "logits"], {"input": pixels})
     with torch.no_grad():
         expected = model.eval()(torch.from_numpy(pixels)).numpy()
-        by_hand = model[1:](torch.from_numpy((pixels - np.array(mean, np.float32)[:, None, None])
-                                             / np.array(std, np.float32)[:, None, None])).numpy()
+        by_hand = model[1:](
+            torch.from_numpy(
+                (pixels - np.array(mean, np.float32)[:, None, None]) / np.array(std, np.float32)[:, None, None]
+            )
+        ).numpy()
     np.testing.assert_allclose(logits, expected, atol=1e-4)
     np.testing.assert_allclose(logits, by_hand, atol=1e-4)  # the graph's first step is the training normalisation
     np.testing.assert_allclose(probabilities, torch.softmax(torch.from_numpy(expected), 1).numpy(), atol=1e-5)
@@ -130,6 +141,7 @@ def test_onnx_model_takes_raw_pixels_and_gives_the_torch_logits():
 
 
 # -- the served model: every image of a batch answered; bad input a 4xx, never a 500 --------------------
+
 
 @pytest.fixture(scope="module")
 def service(run):
@@ -144,8 +156,9 @@ def test_service_answers_every_image_of_a_batch(service, run):
     assert service.get("/label").json() == {str(d): str(d) for d in range(10)}
     batch = test.images[:8]
     labels = service.post("/predict/label", json={"data": batch.tolist()}).json()["prediction"]
-    one_by_one = [service.post("/predict/label", json={"data": [picture.tolist()]}).json()["prediction"][0]
-                  for picture in batch]
+    one_by_one = [
+        service.post("/predict/label", json={"data": [picture.tolist()]}).json()["prediction"][0] for picture in batch
+    ]
     assert labels == one_by_one
     session = ort.InferenceSession(str(run.served / "model.onnx"), providers=["CPUExecutionProvider"])
     (probabilities,) = session.run(["probabilities"], {"input": batch.astype(np.float32)})
@@ -173,16 +186,20 @@ def ragged() -> list:
     return picture
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"data": [image(channels=1)]}, "each item must have shape 3x32x32; got items of shape 1x32x32"),
-    ({"data": [image(size=28)]}, "each item must have shape 3x32x32; got items of shape 3x28x28"),
-    ({"data": [ragged()]}, "data must be a list of items of equal shape (3x32x32), each nested lists of numbers"),
-    ({"data": [[0] * 3072]}, "valid list"),
-    ({"data": image()}, "valid list"),
-    ({"data": []}, "at least 1 item"),
-    ({"images": [image()]}, "Field required"),
-    ({"data": [[[["255"] * 32] * 32] * 3]}, "valid number"),
-], ids=["one channel", "28x28", "ragged", "flat row", "no batch axis", "empty", "wrong key", "strings"])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"data": [image(channels=1)]}, "each item must have shape 3x32x32; got items of shape 1x32x32"),
+        ({"data": [image(size=28)]}, "each item must have shape 3x32x32; got items of shape 3x28x28"),
+        ({"data": [ragged()]}, "data must be a list of items of equal shape (3x32x32), each nested lists of numbers"),
+        ({"data": [[0] * 3072]}, "valid list"),
+        ({"data": image()}, "valid list"),
+        ({"data": []}, "at least 1 item"),
+        ({"images": [image()]}, "Field required"),
+        ({"data": [[[["255"] * 32] * 32] * 3]}, "valid number"),
+    ],
+    ids=["one channel", "28x28", "ragged", "flat row", "no batch axis", "empty", "wrong key", "strings"],
+)
 def test_wrong_input_is_a_422_with_a_clear_message(service, body, message):
     for path in ("/predict", "/predict/label"):
         response = service.post(path, json=body)

@@ -97,6 +97,7 @@ def ids(rows: list[dict], key: str) -> list[str]:
 
 # -- the id chain and idempotent creates ----------------------------------------------------------------
 
+
 def test_health(api):
     assert ok(api.get("/v0.1/health")) == {"health": "ok"}
 
@@ -105,8 +106,14 @@ def test_project_model_experiment_chain(api):
     project = create_project(api, "chain", description="the id chain")
     model = create_model(api, project["project_id"], "svc")
     experiment = create_experiment(
-        api, model["model_id"], "svc-1", parameters={"C": 1.0}, training_dataset="train.csv",
-        validation_dataset="valid.csv", test_dataset="test.csv", evaluations={"acc": 0.9},
+        api,
+        model["model_id"],
+        "svc-1",
+        parameters={"C": 1.0},
+        training_dataset="train.csv",
+        validation_dataset="valid.csv",
+        test_dataset="test.csv",
+        evaluations={"acc": 0.9},
         artifact_file_paths={"model": "model.onnx"},
     )
     assert model["project_id"] == project["project_id"]
@@ -118,9 +125,16 @@ def test_project_model_experiment_chain(api):
     assert ok(api.get(f"/api/models/id/{model['model_id']}")) == model
     assert ok(api.get(f"/api/experiments/id/{experiment['experiment_id']}")) == experiment
     assert experiment | {"experiment_id": None, "created_datetime": None, "model_id": None} == {
-        "experiment_id": None, "model_id": None, "model_version_id": "svc-1", "parameters": {"C": 1.0},
-        "training_dataset": "train.csv", "validation_dataset": "valid.csv", "test_dataset": "test.csv",
-        "evaluations": {"acc": 0.9}, "artifact_file_paths": {"model": "model.onnx"}, "created_datetime": None,
+        "experiment_id": None,
+        "model_id": None,
+        "model_version_id": "svc-1",
+        "parameters": {"C": 1.0},
+        "training_dataset": "train.csv",
+        "validation_dataset": "valid.csv",
+        "test_dataset": "test.csv",
+        "evaluations": {"acc": 0.9},
+        "artifact_file_paths": {"model": "model.onnx"},
+        "created_datetime": None,
     }
 
 
@@ -154,6 +168,7 @@ def test_racing_model_creates_make_one_row(run, api):
 
 # -- merges ----------------------------------------------------------------------------------------------
 
+
 def test_merges_add_keys_and_persist(api):
     project = create_project(api, "merge")
     experiment_id = create_experiment(api, create_model(api, project["project_id"], "svc")["model_id"])["experiment_id"]
@@ -171,8 +186,9 @@ def test_merges_add_keys_and_persist(api):
 
 def test_concurrent_merges_of_different_keys_all_persist(run, api):
     project = create_project(api, "merge-race")
-    experiment = create_experiment(api, create_model(api, project["project_id"], "svc")["model_id"],
-                                   evaluations={"kept": True})
+    experiment = create_experiment(
+        api, create_model(api, project["project_id"], "svc")["model_id"], evaluations={"kept": True}
+    )
     experiment_id = experiment["experiment_id"]
     counter = iter(range(RACERS))
     lock = threading.Lock()
@@ -193,6 +209,7 @@ def test_concurrent_merges_of_different_keys_all_persist(run, api):
 
 # -- lookups ---------------------------------------------------------------------------------------------
 
+
 def test_every_lookup_route(api):
     project = create_project(api, "team/lookups")  # a `/` in a name works in the name routes
     other = create_project(api, "lookups-other")
@@ -208,7 +225,9 @@ def test_every_lookup_route(api):
     assert ok(api.get("/api/projects/name/team%2Flookups")) == project
     assert {project["project_id"], other["project_id"]} <= set(ids(ok(api.get("/api/projects/all")), "project_id"))
     assert ids(ok(api.get(f"/api/models/project-id/{project['project_id']}")), "model_id") == [
-        svc["model_id"], rf["model_id"]]
+        svc["model_id"],
+        rf["model_id"],
+    ]
     assert ok(api.get("/api/models/project-name/team/lookups")) == [svc, rf]
     assert ok(api.get("/api/models/project-name/lookups-other")) == [svc_elsewhere]
     assert ok(api.get("/api/models/name/lookup-svc")) == [svc, svc_elsewhere]  # every project's
@@ -223,21 +242,30 @@ def test_every_lookup_route(api):
 
 # -- errors: 404 for what does not exist, 422 for bad bodies, never a 500 ---------------------------------
 
-@pytest.mark.parametrize("method, path, body, detail", [
-    ("GET", "/api/projects/id/nope", None, "project 'nope' not found"),
-    ("GET", "/api/projects/name/nope", None, "no project named 'nope'"),
-    ("GET", "/api/models/id/nope", None, "model 'nope' not found"),
-    ("GET", "/api/models/project-id/nope", None, "project 'nope' not found"),
-    ("GET", "/api/models/project-name/nope", None, "no project named 'nope'"),
-    ("GET", "/api/experiments/id/nope", None, "experiment 'nope' not found"),
-    ("GET", "/api/experiments/model-version-id/nope", None, "no experiment with model_version_id 'nope'"),
-    ("GET", "/api/experiments/model-id/nope", None, "model 'nope' not found"),
-    ("GET", "/api/experiments/project-id/nope", None, "project 'nope' not found"),
-    ("POST", "/api/experiments/evaluations/nope", {"evaluations": {"acc": 1}}, "experiment 'nope' not found"),
-    ("POST", "/api/experiments/artifact-file-paths/nope", {"artifact_file_paths": {}}, "experiment 'nope' not found"),
-    ("POST", "/api/models", {"project_id": "nope", "model_name": "svc"}, "project 'nope' not found"),
-    ("POST", "/api/experiments", {"model_id": "nope", "model_version_id": "v1"}, "model 'nope' not found"),
-])
+
+@pytest.mark.parametrize(
+    "method, path, body, detail",
+    [
+        ("GET", "/api/projects/id/nope", None, "project 'nope' not found"),
+        ("GET", "/api/projects/name/nope", None, "no project named 'nope'"),
+        ("GET", "/api/models/id/nope", None, "model 'nope' not found"),
+        ("GET", "/api/models/project-id/nope", None, "project 'nope' not found"),
+        ("GET", "/api/models/project-name/nope", None, "no project named 'nope'"),
+        ("GET", "/api/experiments/id/nope", None, "experiment 'nope' not found"),
+        ("GET", "/api/experiments/model-version-id/nope", None, "no experiment with model_version_id 'nope'"),
+        ("GET", "/api/experiments/model-id/nope", None, "model 'nope' not found"),
+        ("GET", "/api/experiments/project-id/nope", None, "project 'nope' not found"),
+        ("POST", "/api/experiments/evaluations/nope", {"evaluations": {"acc": 1}}, "experiment 'nope' not found"),
+        (
+            "POST",
+            "/api/experiments/artifact-file-paths/nope",
+            {"artifact_file_paths": {}},
+            "experiment 'nope' not found",
+        ),
+        ("POST", "/api/models", {"project_id": "nope", "model_name": "svc"}, "project 'nope' not found"),
+        ("POST", "/api/experiments", {"model_id": "nope", "model_version_id": "v1"}, "model 'nope' not found"),
+    ],
+)
 def test_unknown_ids_are_404(api, method, path, body, detail):
     response = api.request(method, path, json=body)
     assert response.status_code == 404
@@ -249,33 +277,36 @@ for _ in range(40):
     DEEP = {"a": DEEP}
 
 
-@pytest.mark.parametrize("path, body, message", [
-    ("/api/projects", "not json", "JSON decode error"),
-    ("/api/projects", "", "Field required"),
-    ("/api/projects", "{}", "Field required"),
-    ("/api/projects", "[]", "valid dictionary"),
-    ("/api/projects", {"project_name": 1}, "valid string"),
-    ("/api/projects", {"project_name": None}, "valid string"),
-    ("/api/projects", {"project_name": ""}, "at least 1 character"),
-    ("/api/projects", {"project_name": "x" * 256}, "at most 255 characters"),
-    ("/api/projects", {"project_name": "a\u0000b"}, "NUL"),
-    ("/api/projects", {"project_name": "a\ud800b"}, "valid string"),  # an unpaired surrogate
-    ("/api/projects", {"project_name": "x", "owner": "me"}, "Extra inputs are not permitted"),
-    ("/api/projects", {"project_name": "x", "description": 3}, "valid string"),
-    ("/api/models", {"project_id": "p"}, "Field required"),
-    ("/api/models", {"project_id": ["p"], "model_name": "m"}, "valid string"),
-    ("/api/experiments", {"model_id": "m"}, "Field required"),
-    ("/api/experiments", {"model_id": "m", "model_version_id": "v", "parameters": [1]}, "valid dictionary"),
-    ("/api/experiments", '{"model_id": "m", "model_version_id": "v", "parameters": {"lr": NaN}}', "NaN"),
-    ("/api/experiments", {"model_id": "m", "model_version_id": "v", "evaluations": {"a": "\u0000"}}, "NUL"),
-    ("/api/experiments", {"model_id": "m", "model_version_id": "v", "evaluations": {"\ud800": 1}}, "surrogate"),
-    ("/api/experiments", {"model_id": "m", "model_version_id": "v", "parameters": DEEP}, "nested deeper than 32"),
-    ("/api/experiments", {"model_id": "m", "model_version_id": "v", "test_dataset": 1}, "valid string"),
-    ("/api/experiments/evaluations/x", {}, "Field required"),
-    ("/api/experiments/evaluations/x", {"evaluations": 0.9}, "valid dictionary"),
-    ("/api/experiments/evaluations/x", {"evaluations": {"acc": 0.9}, "f1": 0.8}, "Extra inputs are not permitted"),
-    ("/api/experiments/artifact-file-paths/x", {"artifact_file_paths": "m.onnx"}, "valid dictionary"),
-])
+@pytest.mark.parametrize(
+    "path, body, message",
+    [
+        ("/api/projects", "not json", "JSON decode error"),
+        ("/api/projects", "", "Field required"),
+        ("/api/projects", "{}", "Field required"),
+        ("/api/projects", "[]", "valid dictionary"),
+        ("/api/projects", {"project_name": 1}, "valid string"),
+        ("/api/projects", {"project_name": None}, "valid string"),
+        ("/api/projects", {"project_name": ""}, "at least 1 character"),
+        ("/api/projects", {"project_name": "x" * 256}, "at most 255 characters"),
+        ("/api/projects", {"project_name": "a\u0000b"}, "NUL"),
+        ("/api/projects", {"project_name": "a\ud800b"}, "valid string"),  # an unpaired surrogate
+        ("/api/projects", {"project_name": "x", "owner": "me"}, "Extra inputs are not permitted"),
+        ("/api/projects", {"project_name": "x", "description": 3}, "valid string"),
+        ("/api/models", {"project_id": "p"}, "Field required"),
+        ("/api/models", {"project_id": ["p"], "model_name": "m"}, "valid string"),
+        ("/api/experiments", {"model_id": "m"}, "Field required"),
+        ("/api/experiments", {"model_id": "m", "model_version_id": "v", "parameters": [1]}, "valid dictionary"),
+        ("/api/experiments", '{"model_id": "m", "model_version_id": "v", "parameters": {"lr": NaN}}', "NaN"),
+        ("/api/experiments", {"model_id": "m", "model_version_id": "v", "evaluations": {"a": "\u0000"}}, "NUL"),
+        ("/api/experiments", {"model_id": "m", "model_version_id": "v", "evaluations": {"\ud800": 1}}, "surrogate"),
+        ("/api/experiments", {"model_id": "m", "model_version_id": "v", "parameters": DEEP}, "nested deeper than 32"),
+        ("/api/experiments", {"model_id": "m", "model_version_id": "v", "test_dataset": 1}, "valid string"),
+        ("/api/experiments/evaluations/x", {}, "Field required"),
+        ("/api/experiments/evaluations/x", {"evaluations": 0.9}, "valid dictionary"),
+        ("/api/experiments/evaluations/x", {"evaluations": {"acc": 0.9}, "f1": 0.8}, "Extra inputs are not permitted"),
+        ("/api/experiments/artifact-file-paths/x", {"artifact_file_paths": "m.onnx"}, "valid dictionary"),
+    ],
+)
 def test_bad_bodies_are_422(api, path, body, message):
     content = body if isinstance(body, str) else json.dumps(body)
     response = api.post(path, content=content, headers={"content-type": "application/json"})
@@ -283,12 +314,15 @@ def test_bad_bodies_are_422(api, path, body, message):
     assert message in json.dumps(response.json()["detail"], ensure_ascii=False)
 
 
-@pytest.mark.parametrize("path, status", [
-    ("/api/projects/id/a%00b", 422),  # PostgreSQL cannot store NUL: refused before it gets there
-    ("/api/models/name/a%00b", 422),
-    ("/api/projects/id/" + "x" * 256, 422),
-    ("/api/projects/id/%ED%A0%80", 404),  # not UTF-8: the server decodes it to U+FFFD, which is not an id
-])
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/api/projects/id/a%00b", 422),  # PostgreSQL cannot store NUL: refused before it gets there
+        ("/api/models/name/a%00b", 422),
+        ("/api/projects/id/" + "x" * 256, 422),
+        ("/api/projects/id/%ED%A0%80", 404),  # not UTF-8: the server decodes it to U+FFFD, which is not an id
+    ],
+)
 def test_odd_path_ids_are_4xx(api, path, status):
     assert api.get(path).status_code == status
 
@@ -314,10 +348,17 @@ def test_database_down_is_503_not_500():
 
 # -- migrations: applied once, by the one-shot service; again is a no-op; racing migrators are safe ---------
 
+
 def migrate(run, dbname: str = "model_db") -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": database_url(run, dbname), "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "chapter2_training.model_db.migrate"], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "chapter2_training.model_db.migrate"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def head() -> str:
@@ -357,6 +398,7 @@ def test_racing_migrators_on_a_new_database_apply_it_once(run):
 
 # -- the client and the demo -------------------------------------------------------------------------------
 
+
 def test_registry_client(run, api):
     with ModelRegistry(run.url("model_db")) as registry:
         project_id = registry.ensure_project("registry", "from the client")
@@ -387,12 +429,18 @@ def test_demo_gets_no_server_error(run, api):
 
 # -- settings --------------------------------------------------------------------------------------------
 
+
 def test_settings_database_url_then_the_original_postgres_variables(monkeypatch):
     def url() -> str:
         return ModelDbSettings().url.render_as_string(hide_password=False)
 
-    original = {"POSTGRES_USER": "user", "POSTGRES_PASSWORD": "p@ss", "POSTGRES_SERVER": "db", "POSTGRES_PORT": "6543",
-                "POSTGRES_DB": "registry"}
+    original = {
+        "POSTGRES_USER": "user",
+        "POSTGRES_PASSWORD": "p@ss",
+        "POSTGRES_SERVER": "db",
+        "POSTGRES_PORT": "6543",
+        "POSTGRES_DB": "registry",
+    }
     for name in ["DATABASE_URL", *original]:
         monkeypatch.delenv(name, raising=False)
     assert url() == "postgresql+psycopg2://model_db:model_db@127.0.0.1:5432/model_db"  # the local default

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from mlpatterns.runner import run_pattern
-from mlpatterns.settings import ServingSettings
+from mlpatterns.settings import ModelServingSettings
 
 PATTERN = Path(__file__).parents[1]
 MODEL_SETTINGS = {"MODEL_PATH", "MODEL_FILEPATH", "LABEL_PATH", "LABEL_FILEPATH"}
@@ -39,7 +39,9 @@ def test_no_model_location_is_configured_anywhere():
     compose = yaml.safe_load((PATTERN / "docker-compose.yml").read_text())["services"]["api"]
     deployment = yaml.safe_load((PATTERN / "manifests" / "deployment.yml").read_text())
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    dockerfile_env = [line for line in (PATTERN / "Dockerfile").read_text().splitlines() if line.startswith(("ENV", "ARG"))]
+    dockerfile_env = [
+        line for line in (PATTERN / "Dockerfile").read_text().splitlines() if line.startswith(("ENV", "ARG"))
+    ]
     assert not MODEL_SETTINGS & set(compose.get("environment", {}))
     assert not MODEL_SETTINGS & {variable["name"] for variable in container.get("env", [])}
     assert not any(name in line for name in MODEL_SETTINGS for line in dockerfile_env)
@@ -49,7 +51,7 @@ def test_no_model_location_is_configured_anywhere():
 
 
 def test_the_image_bakes_the_model_where_the_service_looks_by_default():
-    default = ServingSettings.model_fields["model_path"].default  # models/iris_svc/model.onnx, under WORKDIR /app
+    default = ModelServingSettings.model_fields["model_path"].default  # models/iris_svc/model.onnx, under WORKDIR /app
     final_stage = (PATTERN / "Dockerfile").read_text().rsplit("\nFROM ", 1)[1]
     assert "WORKDIR /app" in final_stage
     assert f"COPY --from=model /app/{default.parent} {default.parent}" in final_stage

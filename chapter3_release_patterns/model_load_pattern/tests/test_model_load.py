@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 
 from mlpatterns.runner import RunnerError, run_pattern
 from mlpatterns.serving.app import create_serving_app
-from mlpatterns.settings import ServingSettings
+from mlpatterns.settings import ModelServingSettings
 from mlpatterns.training import iris
 
 PATTERN = Path(__file__).parents[1]
@@ -29,7 +29,9 @@ def test_the_api_serves_the_model_the_loader_fetched():
 
 def test_a_model_named_by_the_loader_setting_is_served_without_rebuilding(tmp_path):
     """The same API, told by MODEL_SOURCE to load the random forest: a different model, same image."""
-    with run_pattern(PATTERN, overrides={"loader": {"MODEL_SOURCE": "http://repository:8080/iris_rf/model.onnx"}}) as run:
+    with run_pattern(
+        PATTERN, overrides={"loader": {"MODEL_SOURCE": "http://repository:8080/iris_rf/model.onnx"}}
+    ) as run:
         scores = httpx.get(run.url("api") + "/predict/test").json()["prediction"][0]
         assert scores == pytest.approx([1.0, 0.0, 0.0], abs=0.05)  # the forest is sure; the SVC said 0.97
 
@@ -69,7 +71,9 @@ def test_the_loader_fails_loudly_and_the_api_never_starts(tmp_path, case, messag
         "wrong shape": lambda: publish(tmp_path, three_feature_model()),
         "no checksum": lambda: (publish(tmp_path, good), (tmp_path / "model.onnx.sha256").unlink())[0],
     }[case]()
-    with pytest.raises(RunnerError, match=r"(?s)^loader failed with exit code 1:.*model loader failed: .*" + message) as failure:
+    with pytest.raises(
+        RunnerError, match=r"(?s)^loader failed with exit code 1:.*model loader failed: .*" + message
+    ) as failure:
         with run_pattern(PATTERN, overrides={"loader": {"MODEL_SOURCE": source}}):
             pass
     assert "api" not in str(failure.value).split(":")[0]
@@ -82,7 +86,7 @@ def test_the_images_carry_no_model():
 
 def test_the_api_refuses_to_start_without_a_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="no model at"):
-        create_serving_app(ServingSettings(MODEL_PATH=str(tmp_path / "model.onnx")))
+        create_serving_app(ModelServingSettings(MODEL_PATH=str(tmp_path / "model.onnx")))
 
 
 def test_the_loader_loads_the_model_named_in_model_db(tmp_path, monkeypatch):

@@ -79,6 +79,7 @@ def test_api_docs_work_offline(web):
 
 # -- bad input: a 4xx with a clear message, never a 500, and the server keeps serving -------------------
 
+
 def _post_raw(web, body: bytes | str, content_type: str = "application/json"):
     return web.post("/predict", content=body, headers={"content-type": content_type})
 
@@ -89,7 +90,7 @@ def _post_raw(web, body: bytes | str, content_type: str = "application/json"):
         ("not json at all", "JSON decode error"),
         ("", "Field required"),
         ("{}", "Field required"),
-        ('[[5.1, 3.5, 1.4, 0.2]]', "valid dictionary"),
+        ("[[5.1, 3.5, 1.4, 0.2]]", "valid dictionary"),
         ('{"rows": [[5.1, 3.5, 1.4, 0.2]]}', "Extra inputs are not permitted"),
         ('{"data": [[5.1, 3.5, 1.4, 0.2]], "extra": 1}', "Extra inputs are not permitted"),
         ('{"data": [5.1, 3.5, 1.4, 0.2]}', "valid list"),
