@@ -6,9 +6,14 @@ Patterns never write log files: the container runtime (or the local runner) coll
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 _HANDLER_NAME = "mlpatterns-stdout"
+
+# The id of the request (or job) being handled: set by the HTTP middleware from X-Request-ID (or generated), by a
+# queue worker from the job, and sent on by the client on every call to another service.
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
