@@ -98,10 +98,10 @@ class OnnxPredictor:
         """What messages call one input item: a "row" of features, as the tabular API always said, else "item"."""
         return "row" if len(self.feature_shape) == 1 else "item"
 
-    def check(self, items: list) -> np.ndarray:
+    def check(self, items: list | np.ndarray) -> np.ndarray:
         """Turn a batch of items into the model's input array, or say exactly what is wrong with it."""
         noun = self.item_name
-        if not items:
+        if len(items) == 0:
             raise InvalidInput(f"data must hold at least one {noun}")
         expected = self.feature_shape
         shape = "x".join(str(d) if d != -1 else "any" for d in expected)

@@ -41,6 +41,9 @@ class ModelServingSettings(HttpServiceSettings):
     """A model-serving API (web single and every pattern built on it)."""
 
     model_path: ModelPath = Path("models/iris_svc/model.onnx")
+    model_name: str | None = Field(
+        None, description="The model's name in answers and metrics; default: the model file's directory name."
+    )
     label_path: Path | None = Field(
         None,
         validation_alias=AliasChoices("LABEL_PATH", "LABEL_FILEPATH"),

@@ -1,4 +1,4 @@
-"""The serving app factory: a FastAPI app around one OnnxPredictor.
+"""The serving app factory: the book's HTTP routes around one model's data plane (`mlpatterns.dataplane`).
 
 Build it with settings (`create_serving_app(ModelServingSettings())`); gunicorn calls a pattern's `create_app()`,
 once per worker, after the fork, so every worker loads its own onnxruntime session.
@@ -7,25 +7,16 @@ The two POST routes are the hot path; `make bench P=chapter4_serving_patterns/we
 against a bare FastAPI echo on the same server. What they do for speed is commented where it is done.
 """
 
-import math
-
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
-from mlpatterns.errors import PayloadTooLarge
+from mlpatterns.dataplane import DataPlane, Postprocess, Preprocess
 from mlpatterns.predictor import OnnxPredictor
 from mlpatterns.serving.schemas import Health, LabelsResponse, Metadata, ScoresResponse, predict_request
 from mlpatterns.serving.service import create_service_app
 from mlpatterns.settings import ModelServingSettings
-
-# Batches of up to this many input values are predicted on the event loop: check and onnxruntime take about
-# 0.1 ms for an iris row, less than a hop to the thread pool and back (0.15 ms on a 2-core machine), and under
-# 0.5 ms for 256 rows. Larger batches (one 3x32x32 image is 3,072 values, 0.3 ms; 256 images take 60 ms) go to
-# the thread pool, so the event loop keeps serving other requests meanwhile.
-INLINE_MAX_VALUES = 1024
 
 
 class PredictRequestRoute(APIRoute):
@@ -59,26 +50,19 @@ class PredictRequestRoute(APIRoute):
 
 def json_response(content: dict) -> Response:
     # orjson writes the same bytes as FastAPI's response_model serialization here (shortest round-trip
-    # floats) at a fraction of the cost; the response_model stays on the route for the API docs.
-    return Response(orjson.dumps(content), media_type="application/json")
+    # floats) at a fraction of the cost; the response_model stays on the route for the API docs. Extra fields
+    # may hold numpy arrays and scalars too.
+    return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
-def add_prediction_routes(router: APIRouter, predictor: OnnxPredictor, settings: ModelServingSettings) -> None:
-    """The book's endpoints. The sample's answer is computed once, from the model itself."""
-    sample = predictor.check(settings.sample_input)
-    sample_prediction = predictor.predict(sample)
-    sample_scores = sample_prediction.scores
-    PredictRequest = predict_request(len(predictor.feature_shape))  # items as deep as the model's input
-    item_values = math.prod(max(d, 1) for d in predictor.feature_shape)  # an axis of any size counts as 1
+def add_prediction_routes(router: APIRouter, plane: DataPlane, sample_input: list) -> None:
+    """The book's endpoints around a data plane. The sample's answer is computed once, from the model itself.
 
-    async def predict(request: PredictRequest):
-        items = request.data
-        if len(items) > settings.max_batch_rows:
-            noun = predictor.item_name
-            raise PayloadTooLarge(f"data has {len(items)} {noun}s; at most {settings.max_batch_rows} are accepted")
-        if len(items) * item_values <= INLINE_MAX_VALUES:
-            return predictor.predict(items)
-        return await run_in_threadpool(predictor.predict, items)  # the check too: np.asarray costs as much
+    Each answer is `{"prediction": ...}` plus whatever the plane's postprocess hook put in `answer.extra`."""
+    sample = plane.to_input(sample_input)
+    sample_answer = plane.predict_input(sample)
+    sample_scores = sample_answer.scores
+    PredictRequest = predict_request(plane.item_ndim, getattr(plane.preprocess, "item_type", None))
 
     @router.get("/health", response_model=Health)
     def health():
@@ -89,7 +73,7 @@ def add_prediction_routes(router: APIRouter, predictor: OnnxPredictor, settings:
         return {
             "data_type": sample.dtype.name,
             "data_structure": str(tuple(sample.shape)),
-            "data_sample": settings.sample_input,
+            "data_sample": sample_input,
             "prediction_type": sample_scores.dtype.name,
             "prediction_structure": str(tuple(sample_scores.shape)),
             "prediction_sample": sample_scores.tolist(),
@@ -97,22 +81,24 @@ def add_prediction_routes(router: APIRouter, predictor: OnnxPredictor, settings:
 
     @router.get("/label", response_model=dict[str, str])
     def label():
-        return {str(index): name for index, name in predictor.labels.items()}
+        return {str(index): name for index, name in plane.predictor.labels.items()}
 
     @router.get("/predict/test", response_model=ScoresResponse)
     def predict_test():
-        return {"prediction": sample_scores.tolist()}
+        return json_response({"prediction": sample_scores.tolist(), **sample_answer.extra})
 
     @router.get("/predict/test/label", response_model=LabelsResponse)
     def predict_test_label():
-        return {"prediction": [predictor.label_of(c) for c in sample_prediction.classes]}
+        return json_response({"prediction": sample_answer.labels, **sample_answer.extra})
 
-    # async: a small batch is predicted on the event loop, a large one in the thread pool (see INLINE_MAX_VALUES).
+    # async: a small batch is predicted on the event loop, a large one in the thread pool (DataPlane.predict_async).
     async def predict_scores(request: PredictRequest):
-        return json_response({"prediction": (await predict(request)).scores.tolist()})
+        answer = await plane.predict_async(request.data)
+        return json_response({"prediction": answer.scores.tolist(), **answer.extra})
 
     async def predict_label(request: PredictRequest):
-        return json_response({"prediction": [predictor.label_of(c) for c in (await predict(request)).classes]})
+        answer = await plane.predict_async(request.data)
+        return json_response({"prediction": answer.labels, **answer.extra})
 
     # add_api_route rather than the decorator: only it takes a route class.
     for path, endpoint, response_model in [
@@ -124,9 +110,23 @@ def add_prediction_routes(router: APIRouter, predictor: OnnxPredictor, settings:
         )
 
 
-def create_serving_app(settings: ModelServingSettings, predictor: OnnxPredictor | None = None) -> FastAPI:
+def create_serving_app(
+    settings: ModelServingSettings,
+    predictor: OnnxPredictor | None = None,
+    *,
+    preprocess: Preprocess | None = None,
+    postprocess: Postprocess | None = None,
+) -> FastAPI:
+    """The serving app of `settings`' model (or of `predictor`, already loaded), with the data plane's hooks."""
     if predictor is None:
         predictor = OnnxPredictor(settings.model_path, settings.resolved_label_path).load()
-    app = create_service_app(settings, lambda router: add_prediction_routes(router, predictor, settings))
-    app.state.predictor = predictor
+    plane = DataPlane(
+        predictor,
+        name=settings.model_name,
+        max_items=settings.max_batch_rows,
+        preprocess=preprocess,
+        postprocess=postprocess,
+    )
+    app = create_service_app(settings, lambda router: add_prediction_routes(router, plane, settings.sample_input))
+    app.state.plane = plane
     return app

@@ -17,21 +17,29 @@ def first_error_only(item):
     return Annotated[list[item], Field(fail_fast=True)]
 
 
-@cache
-def predict_request(item_ndim: int) -> type[BaseModel]:
-    """The request body for a model whose items have `item_ndim` axes: `{"data": [item, ...]}`, each item
-    nested lists of numbers that deep (1: a row of features; 3: an image, channels x rows x columns).
+def predict_request(item_ndim: int, item_type=None) -> type[BaseModel]:
+    """The request body `{"data": [item, ...]}` of a model whose items have `item_ndim` axes: each item nested
+    lists of numbers that deep (1: a row of features; 3: an image, channels x rows x columns), or, where a
+    preprocess hook takes the items, its `item_type` (e.g. a base64 image, a string).
 
     The depth is checked here, the exact item shape by the predictor against the model's input. Cached: one
-    class per depth, so the OpenAPI schema names each once."""
-    item = Feature
-    for _ in range(item_ndim):
-        item = first_error_only(item)
+    class per kind of item, so the OpenAPI schema names each once."""
+    return _predict_request(item_ndim, item_type)  # positional: `cache` keys f(1) and f(1, None) apart
+
+
+@cache
+def _predict_request(item_ndim: int, item_type) -> type[BaseModel]:
+    if item_type is not None:
+        item, name = item_type, "PredictEncodedRequest"
+    else:
+        item, name = Feature, "PredictRequest" if item_ndim == 1 else f"PredictRequest{item_ndim}D"
+        for _ in range(item_ndim):
+            item = first_error_only(item)
     config = ConfigDict(extra="forbid")
-    if item_ndim == 1:  # an example image would fill the docs page
+    if item_ndim == 1 and item_type is None:  # an example image would fill the docs page
         config["json_schema_extra"] = {"examples": [{"data": IRIS_SAMPLE}]}
     return create_model(
-        "PredictRequest" if item_ndim == 1 else f"PredictRequest{item_ndim}D",
+        name,
         __config__=config,
         data=(list[item], Field(min_length=1, fail_fast=True, description="A batch; every item is predicted.")),
     )

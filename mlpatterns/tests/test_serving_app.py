@@ -10,7 +10,6 @@ from fastapi.testclient import TestClient
 from onnx import TensorProto, helper
 
 from mlpatterns.predictor import OnnxPredictor
-from mlpatterns.serving import app as serving_app
 from mlpatterns.serving.app import create_serving_app
 from mlpatterns.serving.schemas import predict_request
 from mlpatterns.settings import ModelServingSettings
@@ -89,19 +88,3 @@ def test_a_wrong_item_is_a_422_that_says_what_is_wrong(client, data, detail, con
     assert response.status_code == 422
     assert response.json() == {"detail": detail}
     assert client.post("/predict", json={"data": ITEMS}).status_code == 200
-
-
-def test_large_batches_are_predicted_in_the_thread_pool(client, monkeypatch):
-    hops = []
-
-    async def counting_hop(function, items):
-        hops.append(len(items))
-        return function(items)
-
-    monkeypatch.setattr(serving_app, "run_in_threadpool", counting_hop)
-    small = len(ITEMS)
-    large = serving_app.INLINE_MAX_VALUES // 6 + 1  # 6 values an item
-    for count in (small, large):
-        labels = client.post("/predict/label", json={"data": (ITEMS * large)[:count]}).json()["prediction"]
-        assert labels == (["b", "a", "c"] * large)[:count]
-    assert hops == [large]
