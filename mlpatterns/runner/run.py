@@ -3,14 +3,16 @@
     with run_pattern("chapter4_serving_patterns/web_single_pattern") as run:
         httpx.get(run.url("web") + "/health")
 
-Each service's output is prefixed with its name. Every process is started in a session of its own (gunicorn
-forks workers) and stopped by its process group id, TERM first, KILL if it lingers; temporary directories
-are removed. Nothing started elsewhere is touched.
+Each service's output is prefixed with its name (`worker.1`, `worker.2`, ... for the replicas of a service with
+`deploy.replicas`). Every process is started in a session of its own (gunicorn forks workers) and stopped by
+its process group id, TERM first, KILL if it lingers; temporary directories are removed. Nothing started
+elsewhere is touched.
 """
 
 import collections
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -24,7 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mlpatterns.runner.backing import BackingError, PostgresServer, RedisServer, free_port, port_in_use
-from mlpatterns.runner.compose import Service, load_services, start_order
+from mlpatterns.runner.compose import ComposeError, Service, load_services, start_order
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COLOURS = ["36", "33", "35", "32", "34", "31"]
@@ -39,10 +41,15 @@ class RunningService:
     service: Service
     port: int | None
     host: str = "127.0.0.1"
-    process: subprocess.Popen | None = None
+    processes: list[subprocess.Popen] = field(default_factory=list)  # one per replica
     backing: RedisServer | PostgresServer | None = None
     log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
-    reader: threading.Thread | None = None
+    readers: list[threading.Thread] = field(default_factory=list)
+
+    @property
+    def process(self) -> subprocess.Popen | None:
+        """The service's process (its first replica's); None for a backing server or zero replicas."""
+        return self.processes[0] if self.processes else None
 
 
 class PatternRun:
@@ -61,7 +68,10 @@ class PatternRun:
         self.echo = echo
         self.environ = environ
         self.overrides = overrides
-        self.services = start_order(load_services(pattern_dir / "docker-compose.yml"))
+        try:
+            self.services = start_order(load_services(pattern_dir / "docker-compose.yml"))
+        except ComposeError as error:
+            raise RunnerError(str(error)) from None
         unknown = set(overrides) - {s.name for s in self.services}
         if unknown:
             raise RunnerError(f"overrides name no service of {pattern_dir.name}: {', '.join(sorted(unknown))}")
@@ -73,17 +83,23 @@ class PatternRun:
     def port(self, name: str) -> int:
         port = self.running[name].port
         if port is None:
-            raise RunnerError(f"service {name!r} publishes no port")
+            no_replica = self.running[name].service.replicas == 0
+            raise RunnerError(f"service {name!r} " + ("runs no replica" if no_replica else "publishes no port"))
         return port
 
     def url(self, name: str) -> str:
         return f"http://{self.running[name].host}:{self.port(name)}"
 
     def logs(self, name: str) -> str:
+        """The service's last output lines (of all its replicas, each line prefixed `name.N | ` if several)."""
         return "\n".join(self.running[name].log)
 
+    def processes(self, name: str) -> list[subprocess.Popen]:
+        """The processes of service `name`, one per replica (each leads its own process group)."""
+        return list(self.running[name].processes)
+
     def _choose_port(self, service: Service) -> int | None:
-        if service.target_port is None:
+        if service.target_port is None or service.replicas == 0:
             return None
         if self.free_ports or service.published_port is None:
             return free_port()
@@ -157,26 +173,34 @@ class PatternRun:
         service = running.service
         if not service.command:
             raise RunnerError(f"service {service.name!r} has no `command` in docker-compose.yml")
-        running.process = subprocess.Popen(
-            service.command,
-            cwd=REPO_ROOT,
-            env=self._process_env(running),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: gunicorn's workers stop with it
-        )
-        running.reader = threading.Thread(target=self._pump, args=(running,), daemon=True)
-        running.reader.start()
-        where = f" on 127.0.0.1:{running.port}" if running.port else ""
-        self._say(service.name, f"started (pid {running.process.pid}){where}: {' '.join(service.command)}")
+        env = self._process_env(running)
+        for replica in range(1, service.replicas + 1):
+            label = service.name if service.replicas == 1 else f"{service.name}.{replica}"
+            process = subprocess.Popen(
+                service.command,
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: gunicorn's workers stop with it
+            )
+            running.processes.append(process)
+            reader = threading.Thread(target=self._pump, args=(running, process, label), daemon=True)
+            running.readers.append(reader)
+            reader.start()
+            where = f" on 127.0.0.1:{running.port}" if running.port else ""
+            self._say(label, f"started (pid {process.pid}){where}: {shlex.join(service.command)}")
+        if service.replicas == 0:
+            self._say(service.name, "deploy.replicas is 0: not started")
 
-    def _pump(self, running: RunningService) -> None:
+    def _pump(self, running: RunningService, process: subprocess.Popen, label: str) -> None:
         colour = COLOURS[list(self.running).index(running.service.name) % len(COLOURS)]
-        for raw in running.process.stdout:
+        several = running.service.replicas > 1
+        for raw in process.stdout:
             line = raw.decode(errors="replace").rstrip()
-            running.log.append(line)
+            running.log.append(f"{label} | {line}" if several else line)
             if self.echo:
-                print(f"\033[{colour}m{running.service.name:>10} |\033[0m {line}", flush=True)
+                print(f"\033[{colour}m{label:>10} |\033[0m {line}", flush=True)
 
     def _say(self, name: str, message: str) -> None:
         if self.echo:
@@ -192,17 +216,18 @@ class PatternRun:
                 self._wait_completed(running)
 
     def _wait_completed(self, running: RunningService, timeout: float = 600.0) -> None:
-        if running.process is None:
-            return
-        try:
-            code = running.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise RunnerError(f"{running.service.name} did not finish within {timeout:.0f} s") from None
-        running.reader.join(5)
-        if code != 0:
-            raise RunnerError(
-                f"{running.service.name} failed with exit code {code}:\n{self.logs(running.service.name)}"
-            )
+        """Every replica of a one-shot service must exit with 0."""
+        deadline = time.monotonic() + timeout
+        for process, reader in zip(running.processes, running.readers, strict=True):
+            try:
+                code = process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise RunnerError(f"{running.service.name} did not finish within {timeout:.0f} s") from None
+            reader.join(5)
+            if code != 0:
+                raise RunnerError(
+                    f"{running.service.name} failed with exit code {code}:\n{self.logs(running.service.name)}"
+                )
 
     def wait_healthy(self, name: str, timeout: float = 60.0) -> None:
         """Poll the service's compose healthcheck (rewritten to its local port) until it passes."""
@@ -217,10 +242,11 @@ class PatternRun:
         env = self._process_env(running)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if running.process.poll() is not None:
-                raise RunnerError(
-                    f"{name} exited with code {running.process.returncode} before it was healthy:\n{self.logs(name)}"
-                )
+            for process in running.processes:  # replicas share one check (they have no port of their own)
+                if process.poll() is not None:
+                    raise RunnerError(
+                        f"{name} exited with code {process.returncode} before it was healthy:\n{self.logs(name)}"
+                    )
             if subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True).returncode == 0:
                 self._say(name, "healthy")
                 return
@@ -252,10 +278,9 @@ class PatternRun:
     # -- stopping ----------------------------------------------------------------------------------------
     def stop(self) -> None:
         for running in reversed(list(self.running.values())):
-            if running.process is not None:
-                _stop_group(running.process)
-                if running.reader is not None:
-                    running.reader.join(5)
+            _stop_groups(running.processes)
+            for reader in running.readers:
+                reader.join(5)
             if running.backing is not None:
                 running.backing.stop()
             self._say(running.service.name, "stopped")
@@ -271,18 +296,22 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def _stop_group(process: subprocess.Popen, timeout: float = 15.0) -> None:
-    """TERM the process group we created for this child; KILL the group if it has not gone in time."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # the leader is not reaped yet, so the group id is still ours
-    process.wait()
+def _stop_groups(processes: list[subprocess.Popen], timeout: float = 15.0) -> None:
+    """TERM the process groups we created for these children (the replicas of one service stop together);
+    KILL a group that has not gone in time."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    for process in running:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the leader is not reaped yet, so the group id is still ours
+            process.wait()
 
 
 @contextmanager

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import httpx
@@ -220,3 +221,84 @@ def test_a_backing_server_that_cannot_start_leaves_nothing_behind():
             server.start()
     assert server.directory and not Path(server.directory).exists()
     assert server.process.poll() is not None
+
+
+# A worker without a port: leaves its pid in PID_DIR, then waits to be stopped.
+WORKER = "import os, time; open(os.path.join(os.environ['PID_DIR'], str(os.getpid())), 'w').close(); time.sleep(600)"
+
+
+def write_workers(directory: Path, replicas: int) -> Path:
+    (directory / "pids").mkdir()
+    worker = {
+        "build": ".",
+        "command": ["python", "-c", WORKER],
+        "environment": {"PID_DIR": str(directory / "pids")},
+        "deploy": {"replicas": replicas},
+    }
+    (directory / "docker-compose.yml").write_text(yaml.safe_dump({"services": {"worker": worker}}))
+    return directory
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_replicas_run_as_separate_processes_and_all_stop(tmp_path):
+    with run_pattern(write_workers(tmp_path, 3), echo=True) as run:
+        processes = run.processes("worker")
+        pids = {p.pid for p in processes}
+        assert len(pids) == 3 and all(alive(pid) for pid in pids)
+        assert {os.getpgid(pid) for pid in pids} == pids  # each leads its own process group
+        wait_for(lambda: {int(p.name) for p in (tmp_path / "pids").iterdir()} == pids)
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_killing_one_replica_leaves_the_others_running(tmp_path):
+    with run_pattern(write_workers(tmp_path, 2)) as run:
+        killed, survivor = run.processes("worker")
+        killed.send_signal(signal.SIGKILL)
+        assert killed.wait(5) == -signal.SIGKILL
+        time.sleep(0.3)
+        assert survivor.poll() is None and alive(survivor.pid)
+    assert not alive(survivor.pid)
+
+
+def test_zero_replicas_start_nothing(tmp_path):
+    with run_pattern(write_workers(tmp_path, 0)) as run:
+        assert run.processes("worker") == []
+        with pytest.raises(RunnerError, match="service 'worker' runs no replica"):
+            run.port("worker")
+    assert not any((tmp_path / "pids").iterdir())
+
+
+def test_replica_logs_are_prefixed_with_their_number(tmp_path):
+    say = {"build": ".", "command": "python -c 'print(\"ready\")'", "deploy": {"replicas": 2}}
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump({"services": {"job": say}}))
+    with run_pattern(tmp_path) as run:
+        for process in run.processes("job"):
+            process.wait(10)
+        wait_for(lambda: len(run.logs("job").splitlines()) == 2)
+        assert sorted(run.logs("job").splitlines()) == ["job.1 | ready", "job.2 | ready"]
+
+
+def test_a_started_service_gets_its_entrypoint_command_and_interpolated_environment(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("GREETING=hello from .env\n")
+    monkeypatch.setenv("FROM_SHELL", "shell value")
+    monkeypatch.delenv("NOT_SET", raising=False)
+    show = (
+        "import os, sys; print(sys.argv[1:], os.environ['GREETING'], os.environ['FROM_SHELL'], 'NOT_SET' in os.environ)"
+    )
+    service = {
+        "build": ".",
+        "entrypoint": ["python", "-c", show],
+        "command": "'two words' ${WHO:-nobody}",
+        "environment": ["GREETING=${GREETING}", "FROM_SHELL", "NOT_SET"],
+    }
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump({"services": {"show": service}}))
+    with run_pattern(tmp_path) as run:
+        run.processes("show")[0].wait(10)
+        wait_for(lambda: run.logs("show"))
+        assert run.logs("show") == "['two words', 'nobody'] hello from .env shell value False"
