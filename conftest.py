@@ -4,6 +4,8 @@ import pytest
 
 from mlpatterns.training import iris
 
+pytest_plugins = ["mlpatterns.testing"]  # the test kit: the `pattern` fixture, start_pattern, assert_refused
+
 
 @pytest.fixture(scope="session", autouse=True)
 def models():
