@@ -10,12 +10,17 @@ directly:
     JOBS.labels("done").inc()
 
 They work the same in one process, under gunicorn's several workers and in queue workers:
-- gunicorn (and `run_worker`) set PROMETHEUS_MULTIPROC_DIR before a worker imports prometheus_client; each
-  process writes its samples to files there and `/metrics` sums them over every process, dead ones included;
+- gunicorn sets PROMETHEUS_MULTIPROC_DIR before a worker imports prometheus_client; each process writes its
+  samples to files there and `/metrics` sums them over every process, dead ones included. A queue worker
+  (`mlpatterns.worker.run_worker`) is one process and serves its own figures on its METRICS_PORT;
 - a gauge says how processes combine (`livesum` by default: the sum over the live processes, e.g. jobs in
   flight); a plain Gauge would show one arbitrary process's value;
 - declaring the same metric again (a test building a second app in one process) returns the first one instead
   of failing with "Duplicated timeseries".
+
+Figures that live in a shared store (a queue's depth in Redis) are read at scrape time by a collector, added with
+`register_collector(key, collector)`: the store is right across processes and replicas, so such figures are
+served as read, never summed over processes.
 """
 
 import os
@@ -32,11 +37,13 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.registry import Collector
 
 # Seconds, from a fast in-process call (0.5 ms) to a slow upstream (10 s).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 _declared: dict[str, Counter | Histogram | Gauge] = {}
+_collectors: dict[str, Collector] = {}
 _lock = threading.Lock()
 
 
@@ -71,6 +78,13 @@ def gauge(name: str, documentation: str, labels: tuple[str, ...] | list[str] = (
     return _declare(Gauge, name, documentation, labels, multiprocess_mode=mode)
 
 
+def register_collector(key: str, collector: Collector) -> None:
+    """Serve a collector's figures on this process's `/metrics`, in every mode. Registering again under the same
+    key replaces the earlier collector (a test building a second app)."""
+    with _lock:
+        _collectors[key] = collector
+
+
 def exposition() -> bytes:
     """Every metric of this service in Prometheus' text format, summed over its processes where there are several."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -78,7 +92,10 @@ def exposition() -> bytes:
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = REGISTRY
-    return generate_latest(registry)
+    with _lock:
+        collectors = list(_collectors.values())
+    # Each block of the text format names its own metric families, so the blocks can be joined as they are.
+    return generate_latest(registry) + b"".join(generate_latest(collector) for collector in collectors)
 
 
 def metrics_response() -> Response:
