@@ -1,7 +1,9 @@
 """The shared serving app on a tiny model whose items are 2x3 matrices: the request schema follows the model's
-input rank, both request paths give the same answers, and bad input is one short 422."""
+input rank, both request paths give the same answers, and bad input is one short 422. Then, on iris rows, the
+exact message of each kind of bad input (the one copy of that table: patterns do not repeat it)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -88,3 +90,73 @@ def test_a_wrong_item_is_a_422_that_says_what_is_wrong(client, data, detail, con
     assert response.status_code == 422
     assert response.json() == {"detail": detail}
     assert client.post("/predict", json={"data": ITEMS}).status_code == 200
+
+
+# -- the app's exact messages for bad input, on iris rows (every serving pattern answers with these; the
+# -- repo-wide tests/test_bad_input.py proves each running service refuses bad input and keeps serving) ----
+
+IRIS_MODEL = Path(__file__).resolve().parents[2] / "models" / "iris_svc" / "model.onnx"
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+
+
+@pytest.fixture(scope="module")
+def iris():
+    with TestClient(create_serving_app(ModelServingSettings(MODEL_PATH=str(IRIS_MODEL)))) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("not json at all", "JSON decode error"),
+        ("", "Field required"),
+        ("{}", "Field required"),
+        ("[[5.1, 3.5, 1.4, 0.2]]", "valid dictionary"),
+        ('{"rows": [[5.1, 3.5, 1.4, 0.2]]}', "Extra inputs are not permitted"),
+        ('{"data": [[5.1, 3.5, 1.4, 0.2]], "extra": 1}', "Extra inputs are not permitted"),
+        ('{"data": [5.1, 3.5, 1.4, 0.2]}', "valid list"),
+        ('{"data": []}', "at least 1 item"),
+        ('{"data": [[5.1, 3.5, 1.4]]}', "each row must have shape 4; got rows of shape 3"),
+        ('{"data": [[5.1, 3.5, 1.4, 0.2, 9.9]]}', "each row must have shape 4; got rows of shape 5"),
+        ('{"data": [[5.1, 3.5, 1.4, 0.2], [5.1, 3.5]]}', "rows of equal length"),
+        ('{"data": [[]]}', "each row must have shape 4"),
+        ('{"data": [["5.1", 3.5, 1.4, 0.2]]}', "valid number"),
+        ('{"data": [[true, 3.5, 1.4, 0.2]]}', "valid number"),
+        ('{"data": [[null, 3.5, 1.4, 0.2]]}', "valid number"),
+        ('{"data": null}', "valid list"),
+        ('{"data": [[NaN, 3.5, 1.4, 0.2]]}', "finite number"),
+        ('{"data": [[Infinity, 3.5, 1.4, 0.2]]}', "finite number"),
+        ('{"data": [[1e400, 3.5, 1.4, 0.2]]}', "finite number"),
+        ('{"data": [[1e39, 3.5, 1.4, 0.2]]}', "within the range of float32"),
+    ],
+)
+def test_bad_input_is_a_422_with_a_clear_message(iris, body, message):
+    for path in ("/predict", "/predict/label"):
+        response = iris.post(path, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 422, response.text
+        assert message in json.dumps(response.json()["detail"])
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
+def test_a_bad_large_batch_is_one_short_422(iris, content_type):
+    rows = [SETOSA] * 17 + [["5.1", 3.5, 1.4, 0.2]] * 9_983  # 10,000 rows, every one from the 18th on bad
+    response = iris.post("/predict", content=json.dumps({"data": rows}), headers={"content-type": content_type})
+    assert response.status_code == 422
+    assert len(response.content) < 2048  # the first error only, not 9,983 of them (megabytes)
+    assert response.json() == {
+        "detail": [{"type": "float_type", "loc": ["body", "data", 17, 0], "msg": "Input should be a valid number"}]
+    }
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["content-length", "chunked"])
+def test_an_oversized_body_is_a_413_at_the_default_limit(iris, streamed):
+    huge = json.dumps({"data": [SETOSA] * 60_000}).encode()  # ~1.4 MB, over the 1 MiB default
+    response = iris.post("/predict", content=iter([huge]) if streamed else huge)
+    assert response.status_code == 413
+    assert response.json() == {"detail": "request body is larger than 1048576 bytes"}
+
+
+def test_too_many_rows_is_a_413(iris):
+    response = iris.post("/predict", json={"data": [[1, 2, 3, 4]] * 10_001})
+    assert response.status_code == 413
+    assert response.json() == {"detail": "data has 10001 rows; at most 10000 are accepted"}

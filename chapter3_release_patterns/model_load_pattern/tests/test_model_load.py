@@ -4,15 +4,15 @@ import hashlib
 import shutil
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from skl2onnx import to_onnx
 from sklearn.linear_model import LogisticRegression
 
-from mlpatterns.runner import RunnerError, run_pattern
+from mlpatterns.runner import RunnerError
 from mlpatterns.serving.app import create_serving_app
 from mlpatterns.settings import ModelServingSettings
+from mlpatterns.testing import start_pattern
 from mlpatterns.training import iris
 
 PATTERN = Path(__file__).parents[1]
@@ -20,19 +20,17 @@ MODELS = PATTERN.parents[1] / "models"
 
 
 def test_the_api_serves_the_model_the_loader_fetched():
-    with run_pattern(PATTERN) as run:
+    with start_pattern(PATTERN) as run:
         assert "loaded http://127.0.0.1" in run.logs("loader") and "3 labels" in run.logs("loader")
-        api = httpx.Client(base_url=run.url("api"), timeout=10)
-        assert api.get("/predict/test/label").json() == {"prediction": ["setosa"]}
-        assert api.post("/predict", json={"data": [[1, 2]]}).status_code == 422
+        assert run.client("api").get("/predict/test/label").json() == {"prediction": ["setosa"]}
 
 
 def test_a_model_named_by_the_loader_setting_is_served_without_rebuilding(tmp_path):
     """The same API, told by MODEL_SOURCE to load the random forest: a different model, same image."""
-    with run_pattern(
+    with start_pattern(
         PATTERN, overrides={"loader": {"MODEL_SOURCE": "http://repository:8080/iris_rf/model.onnx"}}
     ) as run:
-        scores = httpx.get(run.url("api") + "/predict/test").json()["prediction"][0]
+        scores = run.client("api").get("/predict/test").json()["prediction"][0]
         assert scores == pytest.approx([1.0, 0.0, 0.0], abs=0.05)  # the forest is sure; the SVC said 0.97
 
 
@@ -74,7 +72,7 @@ def test_the_loader_fails_loudly_and_the_api_never_starts(tmp_path, case, messag
     with pytest.raises(
         RunnerError, match=r"(?s)^loader failed with exit code 1:.*model loader failed: .*" + message
     ) as failure:
-        with run_pattern(PATTERN, overrides={"loader": {"MODEL_SOURCE": source}}):
+        with start_pattern(PATTERN, overrides={"loader": {"MODEL_SOURCE": source}}):
             pass
     assert "api" not in str(failure.value).split(":")[0]
 
@@ -91,16 +89,16 @@ def test_the_api_refuses_to_start_without_a_model(tmp_path):
 
 def test_the_loader_loads_the_model_named_in_model_db(tmp_path, monkeypatch):
     """Train the forest with MODEL_DB_URL set (the trainer registers the run), then name it to the loader."""
-    with run_pattern(PATTERN.parents[1] / "chapter2_training" / "model_db", environ={}) as registry:
+    with start_pattern(PATTERN.parents[1] / "chapter2_training" / "model_db") as registry:
         monkeypatch.setenv("MODEL_DB_URL", registry.url("model_db"))
         iris.build("rf", out=tmp_path)
         loader = {"MODEL_SOURCE": "", "MODEL_DB_URL": registry.url("model_db"), "MODEL_NAME": "iris_rf"}
-        with run_pattern(PATTERN, overrides={"loader": loader}) as run:
+        with start_pattern(PATTERN, overrides={"loader": loader}) as run:
             assert "model_db: iris/iris_rf is experiment" in run.logs("loader")
             assert f"loaded {tmp_path}/iris_rf/model.onnx" in run.logs("loader")
-            scores = httpx.get(run.url("api") + "/predict/test").json()["prediction"][0]
+            scores = run.client("api").get("/predict/test").json()["prediction"][0]
             assert scores == pytest.approx([1.0, 0.0, 0.0], abs=0.05)
         unknown = {**loader, "MODEL_NAME": "iris_knn"}
         with pytest.raises(RunnerError, match="project 'iris' has no model named 'iris_knn'"):
-            with run_pattern(PATTERN, overrides={"loader": unknown}):
+            with start_pattern(PATTERN, overrides={"loader": unknown}):
                 pass

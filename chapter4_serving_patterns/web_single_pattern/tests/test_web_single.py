@@ -1,13 +1,13 @@
-"""End to end: the web single pattern started by the local runner, as `make up` starts it."""
+"""End to end: the web single pattern started by the local runner, as `make up` starts it.
 
-import json
+Bad input: the app's exact messages are asserted once, in mlpatterns/tests/test_serving_app.py; that this
+service refuses every kind of bad input and keeps serving, in the repo-wide tests/test_bad_input.py."""
+
 from pathlib import Path
 
 import httpx
 import numpy
 import pytest
-
-from mlpatterns.runner import run_pattern
 
 PATTERN = Path(__file__).parents[1]
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -16,10 +16,8 @@ VIRGINICA = [6.3, 3.3, 6.0, 2.5]
 
 
 @pytest.fixture(scope="module")
-def web():
-    with run_pattern(PATTERN) as run:
-        with httpx.Client(base_url=run.url("web"), timeout=10) as client:
-            yield client
+def web(pattern):
+    return pattern.client("web")
 
 
 def test_health_label_and_metadata(web):
@@ -75,85 +73,3 @@ def test_api_docs_work_offline(web):
     for asset in assets:
         assert web.get(asset).status_code == 200
     assert "/predict" in web.get("/openapi.json").json()["paths"]
-
-
-# -- bad input: a 4xx with a clear message, never a 500, and the server keeps serving -------------------
-
-
-def _post_raw(web, body: bytes | str, content_type: str = "application/json"):
-    return web.post("/predict", content=body, headers={"content-type": content_type})
-
-
-@pytest.mark.parametrize(
-    "body, message",
-    [
-        ("not json at all", "JSON decode error"),
-        ("", "Field required"),
-        ("{}", "Field required"),
-        ("[[5.1, 3.5, 1.4, 0.2]]", "valid dictionary"),
-        ('{"rows": [[5.1, 3.5, 1.4, 0.2]]}', "Extra inputs are not permitted"),
-        ('{"data": [[5.1, 3.5, 1.4, 0.2]], "extra": 1}', "Extra inputs are not permitted"),
-        ('{"data": [5.1, 3.5, 1.4, 0.2]}', "valid list"),
-        ('{"data": []}', "at least 1 item"),
-        ('{"data": [[5.1, 3.5, 1.4]]}', "each row must have shape 4; got rows of shape 3"),
-        ('{"data": [[5.1, 3.5, 1.4, 0.2, 9.9]]}', "each row must have shape 4; got rows of shape 5"),
-        ('{"data": [[5.1, 3.5, 1.4, 0.2], [5.1, 3.5]]}', "rows of equal length"),
-        ('{"data": [[]]}', "each row must have shape 4"),
-        ('{"data": [["5.1", 3.5, 1.4, 0.2]]}', "valid number"),
-        ('{"data": [[true, 3.5, 1.4, 0.2]]}', "valid number"),
-        ('{"data": [[null, 3.5, 1.4, 0.2]]}', "valid number"),
-        ('{"data": null}', "valid list"),
-        ('{"data": [[NaN, 3.5, 1.4, 0.2]]}', "finite number"),
-        ('{"data": [[Infinity, 3.5, 1.4, 0.2]]}', "finite number"),
-        ('{"data": [[1e400, 3.5, 1.4, 0.2]]}', "finite number"),
-        ('{"data": [[1e39, 3.5, 1.4, 0.2]]}', "within the range of float32"),
-    ],
-)
-def test_bad_input_is_a_422_with_a_clear_message(web, body, message):
-    for path in ("/predict", "/predict/label"):
-        response = web.post(path, content=body, headers={"content-type": "application/json"})
-        assert response.status_code == 422, response.text
-        assert message in json.dumps(response.json()["detail"])
-    assert web.get("/health").status_code == 200
-
-
-@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
-def test_a_bad_large_batch_is_one_short_422(web, content_type):
-    rows = [SETOSA] * 17 + [["5.1", 3.5, 1.4, 0.2]] * 9_983  # 10,000 rows, every one from the 18th on bad
-    response = _post_raw(web, json.dumps({"data": rows}), content_type)
-    assert response.status_code == 422
-    assert len(response.content) < 2048  # the first error only, not 9,983 of them (megabytes)
-    assert response.json() == {
-        "detail": [{"type": "float_type", "loc": ["body", "data", 17, 0], "msg": "Input should be a valid number"}]
-    }
-
-
-def test_oversized_body_is_a_413(web):
-    huge = json.dumps({"data": [SETOSA] * 60_000})  # ~1.4 MB, over the 1 MiB default
-    response = _post_raw(web, huge)
-    assert response.status_code == 413
-    assert response.json() == {"detail": "request body is larger than 1048576 bytes"}
-
-
-def test_oversized_body_without_content_length_is_a_413(web):
-    chunks = (b'{"data": [' + b"[5.1, 3.5, 1.4, 0.2], " * 60_000 + b"[5.1, 3.5, 1.4, 0.2]]}",)
-    response = web.post("/predict", content=iter(chunks), headers={"content-type": "application/json"})
-    assert response.status_code == 413
-    assert "larger than 1048576 bytes" in response.json()["detail"]
-
-
-def test_too_many_rows_is_a_413(web):
-    response = web.post("/predict", json={"data": [[1, 2, 3, 4]] * 10_001})
-    assert response.status_code == 413
-    assert response.json() == {"detail": "data has 10001 rows; at most 10000 are accepted"}
-
-
-def test_wrong_method_and_unknown_path(web):
-    assert web.get("/predict").status_code == 405
-    assert web.post("/no/such/path", json={}).status_code == 404
-
-
-def test_still_serving_after_bad_input(web):
-    _post_raw(web, "{")
-    _post_raw(web, json.dumps({"data": [SETOSA] * 60_000}))
-    assert web.post("/predict/label", json={"data": [SETOSA]}).json() == {"prediction": ["setosa"]}
