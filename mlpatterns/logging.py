@@ -16,6 +16,24 @@ _HANDLER_NAME = "mlpatterns-stdout"
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
+class RequestIdFilter(logging.Filter):
+    """Stamp each record with the request id of the context it is logged in (the handler formats it at once, in
+    that same context). Text shows `-` outside a request; JSON shows null."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self):
+        super().__init__("%(asctime)s %(levelname)s %(name)s [%(rid)s]: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.rid = getattr(record, "request_id", None) or "-"
+        return super().formatMessage(record)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, for patterns whose logs are shipped and queried."""
 
@@ -24,6 +42,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
+            "request_id": getattr(record, "request_id", None),
             "message": record.getMessage(),
         }
         entry.update(getattr(record, "fields", {}))
@@ -39,8 +58,7 @@ def configure_logging(level: str = "INFO", json_format: bool = False) -> None:
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stdout)
     handler.set_name(_HANDLER_NAME)
-    handler.setFormatter(
-        JsonFormatter() if json_format else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
     root.addHandler(handler)
     root.setLevel(level.upper())

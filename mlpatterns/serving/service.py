@@ -1,24 +1,43 @@
 """What every HTTP service of the project shares, model or not: `create_service_app(settings, add_routes)`."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
 
+from mlpatterns.client import Upstreams, UpstreamSettings
 from mlpatterns.errors import install_error_handlers
 from mlpatterns.logging import configure_logging
 from mlpatterns.metrics import metrics_response
-from mlpatterns.serving.middleware import BodySizeLimitMiddleware, MetricsMiddleware
+from mlpatterns.serving.middleware import BodySizeLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from mlpatterns.settings import HttpServiceSettings
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager]
 
 
 def create_service_app(
-    settings: HttpServiceSettings, add_routes: Callable[[APIRouter], None], **fastapi_options
+    settings: HttpServiceSettings,
+    add_routes: Callable[[APIRouter], None],
+    *,
+    upstreams: Mapping[str, str] | None = None,
+    lifespan: Lifespan | None = None,
+    **fastapi_options,
 ) -> FastAPI:
     """What every HTTP service of the project shares: logging to stdout, offline API docs, typed errors as
-    4xx, a body-size limit, and Prometheus metrics on `/metrics`. `add_routes` puts the service's own routes
-    on the app's router (before /metrics: routes are matched in order, and the service's are the busy ones)."""
+    4xx, a body-size limit, Prometheus metrics on `/metrics`, and a request id on every request (from or to
+    `X-Request-ID`, in every log line). `add_routes` puts the service's own routes on the app's router (before
+    /metrics: routes are matched in order, and the service's are the busy ones).
+
+    `upstreams` names the services this one calls, by base URL; the app's lifespan then opens one client for
+    them in each worker, as `app.state.upstreams` (see `mlpatterns.client`), around the service's own
+    `lifespan`. Its settings come from `settings` when that inherits `UpstreamSettings`, else from the
+    environment."""
     configure_logging(settings.log_level, settings.log_json)
+    if upstreams:
+        lifespan = _with_upstreams(
+            upstreams, settings if isinstance(settings, UpstreamSettings) else UpstreamSettings(), lifespan
+        )
     app = FastAPIOffline(
         title=settings.api_title,
         description=settings.api_description,
@@ -26,6 +45,7 @@ def create_service_app(
         # FastAPI's native OpenTelemetry stays off: the patterns export Prometheus metrics and set up no
         # OpenTelemetry provider, and looking for one on every request costs more than the metrics do.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        lifespan=lifespan,
         **fastapi_options,
     )
     install_error_handlers(app)
@@ -35,4 +55,18 @@ def create_service_app(
     app.add_api_route("/metrics", metrics_response, include_in_schema=False)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # outermost: whatever the layers inside log carries the id
     return app
+
+
+def _with_upstreams(base_urls: Mapping[str, str], settings: UpstreamSettings, lifespan: Lifespan | None) -> Lifespan:
+    @asynccontextmanager
+    async def lifespan_with_upstreams(app: FastAPI):
+        async with Upstreams(base_urls, settings) as app.state.upstreams:
+            if lifespan is None:
+                yield
+            else:
+                async with lifespan(app) as state:
+                    yield state
+
+    return lifespan_with_upstreams

@@ -1,0 +1,191 @@
+"""The client for calls between services, against real processes: a live upstream and a dead port."""
+
+import asyncio
+import re
+import time
+import uuid
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from pydantic import BaseModel
+
+from mlpatterns.client import UpstreamRefused, Upstreams, UpstreamSettings
+from mlpatterns.errors import BadGateway, GatewayTimeout, Unavailable
+from mlpatterns.logging import request_id
+from mlpatterns.runner.backing import free_port
+from mlpatterns.serving.service import create_service_app
+from mlpatterns.settings import HttpServiceSettings
+from mlpatterns.tests.upstream_apps import serve
+
+SETTINGS = UpstreamSettings(upstream_connect_timeout=1.0, upstream_read_timeout=1.0)
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    with serve("create_upstream_app") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def dead_url():
+    return f"http://127.0.0.1:{free_port()}"  # bound, then closed: nothing listens there
+
+
+def call(urls: dict[str, str], name: str, method: str, path: str, rid: str | None = None, **kwargs):
+    """One call as a route makes it: in an event loop, with the request id of the request being handled."""
+
+    async def main():
+        if rid:
+            request_id.set(rid)
+        async with Upstreams(urls, SETTINGS) as upstreams:
+            return await getattr(upstreams[name], method)(path, **kwargs)
+
+    return asyncio.run(main())
+
+
+def test_a_2xx_gives_the_upstreams_json(upstream):
+    assert call({"upstream": upstream.url}, "upstream", "get", "/ok") == {"ok": True}
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_a_dead_upstream_is_503_within_the_connect_timeout(dead_url, method):
+    start = time.monotonic()
+    with pytest.raises(Unavailable, match=r"^upstream 'prediction' is unavailable \(.+\)$"):
+        call({"prediction": dead_url}, "prediction", method, "/predict")
+    assert time.monotonic() - start < SETTINGS.upstream_connect_timeout + 1  # a bound on behaviour, GET retries too
+
+
+def test_a_slow_upstream_is_504_within_the_read_timeout(upstream):
+    start = time.monotonic()
+    with pytest.raises(GatewayTimeout) as refused:
+        call({"upstream": upstream.url}, "upstream", "post", "/slow", params={"seconds": 5})
+    assert refused.value.detail == "upstream 'upstream' did not answer within 1.0 s"
+    assert time.monotonic() - start < SETTINGS.upstream_read_timeout + 1
+
+
+def test_a_call_timeout_bounds_the_whole_call_retries_included(upstream):
+    start = time.monotonic()
+    with pytest.raises(GatewayTimeout) as refused:
+        call({"upstream": upstream.url}, "upstream", "get", "/slow", params={"seconds": 5}, timeout=0.5)
+    assert refused.value.detail == "upstream 'upstream' did not answer within 0.5 s"
+    assert time.monotonic() - start < 1.5
+
+
+def test_a_5xx_is_502_naming_the_upstream_and_its_detail(upstream):
+    with pytest.raises(BadGateway) as refused:
+        call({"prediction": upstream.url}, "prediction", "get", "/fail")
+    assert refused.value.detail == "upstream 'prediction' answered 500: the model exploded"
+
+
+def test_a_4xx_is_passed_on_with_its_status_and_detail(upstream):
+    with pytest.raises(UpstreamRefused) as refused:
+        call({"upstream": upstream.url}, "upstream", "get", "/missing")
+    assert (refused.value.status_code, refused.value.detail) == (404, "no such model")
+
+
+class Prediction(BaseModel):
+    prediction: list[float]
+
+
+def test_an_answer_that_is_not_the_json_expected_is_502(upstream):
+    with pytest.raises(BadGateway) as refused:
+        call({"upstream": upstream.url}, "upstream", "get", "/notjson")
+    assert refused.value.detail == "upstream 'upstream' answered 200 with a body that is not JSON: 'hello'"
+    with pytest.raises(BadGateway) as refused:
+        call({"upstream": upstream.url}, "upstream", "get", "/ok", model=Prediction)
+    assert (
+        refused.value.detail == "upstream 'upstream' answered 200 with an unexpected body: prediction: Field required"
+    )
+
+
+def calls(upstream, key: str) -> int:
+    return httpx.get(f"{upstream.url}/calls/{key}").json()["calls"]
+
+
+def test_a_get_is_retried_on_503_until_it_succeeds(upstream):
+    key = uuid.uuid4().hex
+    assert call({"upstream": upstream.url}, "upstream", "get", f"/flaky/{key}", params={"failures": 2}) == {"calls": 3}
+
+
+def test_retries_are_bounded(upstream):
+    key = uuid.uuid4().hex
+    with pytest.raises(BadGateway, match="^upstream 'upstream' answered 503: warming up$"):
+        call({"upstream": upstream.url}, "upstream", "get", f"/flaky/{key}", params={"failures": 100})
+    assert calls(upstream, key) == SETTINGS.upstream_retry_attempts
+
+
+def test_a_post_is_sent_once_unless_marked_idempotent(upstream):
+    key = uuid.uuid4().hex
+    with pytest.raises(BadGateway, match="answered 503"):
+        call({"upstream": upstream.url}, "upstream", "post", f"/flaky/{key}", params={"failures": 1})
+    assert calls(upstream, key) == 1
+    key = uuid.uuid4().hex
+    answer = call(
+        {"upstream": upstream.url}, "upstream", "post", f"/flaky/{key}", params={"failures": 1}, idempotent=True
+    )
+    assert answer == {"calls": 2}
+
+
+def test_every_call_carries_the_request_id_of_its_context(upstream):
+    answer = call({"upstream": upstream.url}, "upstream", "get", "/echo", rid="rid-from-the-caller")
+    assert answer == {"request_id": "rid-from-the-caller"}
+    # Outside a request (a script, a job without one) each call still carries an id.
+    assert re.fullmatch("[0-9a-f]{32}", call({"upstream": upstream.url}, "upstream", "get", "/echo")["request_id"])
+
+
+def test_a_service_passes_its_request_id_on_and_both_processes_log_it(upstream, dead_url):
+    with serve("create_caller_app", env={"UPSTREAM_URL": upstream.url, "DEAD_URL": dead_url}) as caller:
+        rid = f"e2e-{uuid.uuid4().hex}"
+        response = httpx.get(caller.url + "/relay", headers={"X-Request-ID": rid})
+        assert response.status_code == 200
+        assert response.headers["x-request-id"] == rid
+        assert response.json() == {"request_id": rid, "lifespan_ran": True}
+
+        start = time.monotonic()
+        dead = httpx.get(caller.url + "/relay/dead", headers={"X-Request-ID": rid + "-dead"})
+        assert time.monotonic() - start < SETTINGS.upstream_connect_timeout + 1
+        assert dead.status_code == 503
+        assert dead.json()["detail"].startswith("upstream 'prediction' is unavailable (")
+        assert dead.headers["x-request-id"] == rid + "-dead"
+
+        deadline = time.monotonic() + 5  # the lines are written before the answers, but give the pipes a moment
+        while f"[{rid}-dead]" not in caller.logs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert f"[{rid}]: relay: calling upstream" in caller.logs()
+        assert f"[{rid}-dead]: GET /relay/dead -> 503: upstream 'prediction' is unavailable" in caller.logs()
+        assert f"[{rid}]: echo: the context's request id is {rid}" in upstream.logs()
+
+
+def test_the_client_opens_and_closes_with_the_apps_lifespan_around_the_services_own():
+    events = []
+
+    def lifespan(app: FastAPI):
+        class Lifespan:
+            async def __aenter__(self):
+                events.append("service started")
+                return {"ready": True}
+
+            async def __aexit__(self, *exc_info):
+                events.append("service stopped")
+
+        return Lifespan()
+
+    app = create_service_app(
+        HttpServiceSettings(), lambda router: None, upstreams={"prediction": "http://127.0.0.1:1"}, lifespan=lifespan
+    )
+    with TestClient(app) as client:
+        upstreams = app.state.upstreams
+        assert list(upstreams) == ["prediction"]
+        assert not upstreams._client.is_closed
+        assert events == ["service started"]
+        assert client.get("/metrics").status_code == 200
+    assert upstreams._client.is_closed
+    assert events == ["service started", "service stopped"]
+
+
+def test_a_service_without_upstreams_has_no_client():
+    app = create_service_app(HttpServiceSettings(), lambda router: None)
+    with TestClient(app):
+        assert not hasattr(app.state, "upstreams")
