@@ -29,7 +29,6 @@ from chapter2_training.model_db.settings import ModelDbSettings
 from chapter2_training.model_db.tables import Base
 from mlpatterns.demo import DemoClient
 from mlpatterns.registry import ModelRegistry, RegistryError
-from mlpatterns.runner import run_pattern
 from mlpatterns.runner.backing import free_port
 from mlpatterns.runner.run import REPO_ROOT
 
@@ -38,23 +37,16 @@ RACERS = 20
 
 
 @pytest.fixture(scope="module")
-def run():
-    with run_pattern(PATTERN, environ={}) as running:  # environ={}: never a user's DATABASE_URL
-        yield running
+def api(pattern):  # the test kit's: PATTERN started once for this module, with its own PostgreSQL
+    return pattern.client("model_db")
 
 
-@pytest.fixture(scope="module")
-def api(run):
-    with httpx.Client(base_url=run.url("model_db"), timeout=30) as client:
-        yield client
+def database_url(pattern, dbname: str = "model_db") -> str:
+    return f"postgresql+psycopg2://model_db:model_db@127.0.0.1:{pattern.port('postgres')}/{dbname}"
 
 
-def database_url(run, dbname: str = "model_db") -> str:
-    return f"postgresql+psycopg2://model_db:model_db@127.0.0.1:{run.port('postgres')}/{dbname}"
-
-
-def query(run, sql: str, *args, dbname: str = "model_db") -> list[tuple]:
-    with psycopg2.connect(database_url(run, dbname).replace("+psycopg2", "")) as connection:
+def query(pattern, sql: str, *args, dbname: str = "model_db") -> list[tuple]:
+    with psycopg2.connect(database_url(pattern, dbname).replace("+psycopg2", "")) as connection:
         with connection.cursor() as cursor:
             cursor.execute(sql, args)
             return cursor.fetchall()
@@ -77,12 +69,12 @@ def create_experiment(api, model_id: str, version: str = "v1", **fields) -> dict
     return ok(api.post("/api/experiments", json={"model_id": model_id, "model_version_id": version, **fields}))
 
 
-def race(run, send) -> list[httpx.Response]:
+def race(pattern, send) -> list[httpx.Response]:
     """`send(client)` from RACERS threads at once, each on a connection of its own (so on both workers)."""
     barrier = threading.Barrier(RACERS)
 
     def one(_) -> httpx.Response:
-        with httpx.Client(base_url=run.url("model_db"), timeout=30) as client:
+        with httpx.Client(base_url=pattern.url("model_db"), timeout=30) as client:
             client.get("/v0.1/health")  # connected before the start line
             barrier.wait()
             return send(client)
@@ -150,20 +142,20 @@ def test_creates_are_idempotent_on_the_name(api):
     assert create_experiment(api, model["model_id"]) != create_experiment(api, model["model_id"])
 
 
-def test_racing_project_creates_make_one_row(run):
-    responses = race(run, lambda client: client.post("/api/projects", json={"project_name": "race"}))
+def test_racing_project_creates_make_one_row(pattern):
+    responses = race(pattern, lambda client: client.post("/api/projects", json={"project_name": "race"}))
     assert [r.status_code for r in responses] == [200] * RACERS
     assert len({r.json()["project_id"] for r in responses}) == 1
-    assert query(run, "SELECT count(*) FROM projects WHERE project_name = %s", "race") == [(1,)]
+    assert query(pattern, "SELECT count(*) FROM projects WHERE project_name = %s", "race") == [(1,)]
 
 
-def test_racing_model_creates_make_one_row(run, api):
+def test_racing_model_creates_make_one_row(pattern, api):
     project_id = create_project(api, "model-race")["project_id"]
     body = {"project_id": project_id, "model_name": "svc"}
-    responses = race(run, lambda client: client.post("/api/models", json=body))
+    responses = race(pattern, lambda client: client.post("/api/models", json=body))
     assert [r.status_code for r in responses] == [200] * RACERS
     assert len({r.json()["model_id"] for r in responses}) == 1
-    assert query(run, "SELECT count(*) FROM models WHERE project_id = %s", project_id) == [(1,)]
+    assert query(pattern, "SELECT count(*) FROM models WHERE project_id = %s", project_id) == [(1,)]
 
 
 # -- merges ----------------------------------------------------------------------------------------------
@@ -184,7 +176,7 @@ def test_merges_add_keys_and_persist(api):
     assert stored["artifact_file_paths"] == {"model": "m.onnx", "labels": "labels.json"}
 
 
-def test_concurrent_merges_of_different_keys_all_persist(run, api):
+def test_concurrent_merges_of_different_keys_all_persist(pattern, api):
     project = create_project(api, "merge-race")
     experiment = create_experiment(
         api, create_model(api, project["project_id"], "svc")["model_id"], evaluations={"kept": True}
@@ -201,7 +193,7 @@ def test_concurrent_merges_of_different_keys_all_persist(run, api):
         path = f"/api/experiments/artifact-file-paths/{experiment_id}"
         return client.post(path, json={"artifact_file_paths": {f"k{i}": f"p{i}"}})
 
-    assert [r.status_code for r in race(run, merge)] == [200] * RACERS
+    assert [r.status_code for r in race(pattern, merge)] == [200] * RACERS
     stored = ok(api.get(f"/api/experiments/id/{experiment_id}"))
     assert stored["evaluations"] == {"kept": True} | {f"k{i}": i for i in range(1, RACERS, 2)}
     assert stored["artifact_file_paths"] == {f"k{i}": f"p{i}" for i in range(0, RACERS, 2)}
@@ -241,6 +233,8 @@ def test_every_lookup_route(api):
 
 
 # -- errors: 404 for what does not exist, 422 for bad bodies, never a 500 ---------------------------------
+# (what every service must refuse, malformed JSON, wrong types, missing fields, NaN, oversized bodies, is
+# tests/test_bad_input.py; here what is this service's own: its lengths, NUL, surrogates, nesting, extra keys)
 
 
 @pytest.mark.parametrize(
@@ -280,31 +274,16 @@ for _ in range(40):
 @pytest.mark.parametrize(
     "path, body, message",
     [
-        ("/api/projects", "not json", "JSON decode error"),
-        ("/api/projects", "", "Field required"),
-        ("/api/projects", "{}", "Field required"),
-        ("/api/projects", "[]", "valid dictionary"),
-        ("/api/projects", {"project_name": 1}, "valid string"),
-        ("/api/projects", {"project_name": None}, "valid string"),
         ("/api/projects", {"project_name": ""}, "at least 1 character"),
         ("/api/projects", {"project_name": "x" * 256}, "at most 255 characters"),
         ("/api/projects", {"project_name": "a\u0000b"}, "NUL"),
         ("/api/projects", {"project_name": "a\ud800b"}, "valid string"),  # an unpaired surrogate
         ("/api/projects", {"project_name": "x", "owner": "me"}, "Extra inputs are not permitted"),
-        ("/api/projects", {"project_name": "x", "description": 3}, "valid string"),
-        ("/api/models", {"project_id": "p"}, "Field required"),
-        ("/api/models", {"project_id": ["p"], "model_name": "m"}, "valid string"),
-        ("/api/experiments", {"model_id": "m"}, "Field required"),
-        ("/api/experiments", {"model_id": "m", "model_version_id": "v", "parameters": [1]}, "valid dictionary"),
         ("/api/experiments", '{"model_id": "m", "model_version_id": "v", "parameters": {"lr": NaN}}', "NaN"),
         ("/api/experiments", {"model_id": "m", "model_version_id": "v", "evaluations": {"a": "\u0000"}}, "NUL"),
         ("/api/experiments", {"model_id": "m", "model_version_id": "v", "evaluations": {"\ud800": 1}}, "surrogate"),
         ("/api/experiments", {"model_id": "m", "model_version_id": "v", "parameters": DEEP}, "nested deeper than 32"),
-        ("/api/experiments", {"model_id": "m", "model_version_id": "v", "test_dataset": 1}, "valid string"),
-        ("/api/experiments/evaluations/x", {}, "Field required"),
-        ("/api/experiments/evaluations/x", {"evaluations": 0.9}, "valid dictionary"),
         ("/api/experiments/evaluations/x", {"evaluations": {"acc": 0.9}, "f1": 0.8}, "Extra inputs are not permitted"),
-        ("/api/experiments/artifact-file-paths/x", {"artifact_file_paths": "m.onnx"}, "valid dictionary"),
     ],
 )
 def test_bad_bodies_are_422(api, path, body, message):
@@ -327,12 +306,6 @@ def test_odd_path_ids_are_4xx(api, path, status):
     assert api.get(path).status_code == status
 
 
-def test_oversized_body_is_413_and_the_service_keeps_serving(api):
-    response = api.post("/api/projects", json={"project_name": "big", "description": "x" * 2_000_000})
-    assert response.status_code == 413
-    assert ok(api.get("/v0.1/health")) == {"health": "ok"}
-
-
 def test_database_down_is_503_not_500():
     closed = f"postgresql+psycopg2://model_db:model_db@127.0.0.1:{free_port()}/model_db"
     app = create_app(ModelDbSettings(database_url=closed, log_level="WARNING"))
@@ -349,8 +322,8 @@ def test_database_down_is_503_not_500():
 # -- migrations: applied once, by the one-shot service; again is a no-op; racing migrators are safe ---------
 
 
-def migrate(run, dbname: str = "model_db") -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": database_url(run, dbname), "PYTHONPATH": str(REPO_ROOT)}
+def migrate(pattern, dbname: str = "model_db") -> subprocess.Popen:
+    env = {**os.environ, "DATABASE_URL": database_url(pattern, dbname), "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.Popen(
         [sys.executable, "-m", "chapter2_training.model_db.migrate"],
         cwd=REPO_ROOT,
@@ -365,42 +338,42 @@ def head() -> str:
     return ScriptDirectory.from_config(Config(ALEMBIC_INI)).get_current_head()
 
 
-def test_schema_is_at_head_and_matches_the_tables(run):
-    assert query(run, "SELECT version_num FROM alembic_version") == [(head(),)]
-    engine = create_engine(database_url(run))
+def test_schema_is_at_head_and_matches_the_tables(pattern):
+    assert query(pattern, "SELECT version_num FROM alembic_version") == [(head(),)]
+    engine = create_engine(database_url(pattern))
     with engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     engine.dispose()
 
 
-def test_migrating_again_changes_nothing(run, api):
+def test_migrating_again_changes_nothing(pattern, api):
     create_project(api, "survives-migrate")
-    process = migrate(run)
+    process = migrate(pattern)
     output = process.communicate(timeout=60)[0]
     assert process.returncode == 0, output
     assert "Running upgrade" not in output
     assert f"is at revision {head()}" in output
-    assert query(run, "SELECT version_num FROM alembic_version") == [(head(),)]
+    assert query(pattern, "SELECT version_num FROM alembic_version") == [(head(),)]
     assert ok(api.get("/api/projects/name/survives-migrate"))["project_name"] == "survives-migrate"
 
 
-def test_racing_migrators_on_a_new_database_apply_it_once(run):
-    admin = psycopg2.connect(host="127.0.0.1", port=run.port("postgres"), user="postgres", dbname="postgres")
+def test_racing_migrators_on_a_new_database_apply_it_once(pattern):
+    admin = psycopg2.connect(host="127.0.0.1", port=pattern.port("postgres"), user="postgres", dbname="postgres")
     admin.autocommit = True
     admin.cursor().execute("CREATE DATABASE racing_migrations OWNER model_db")
     admin.close()
-    processes = [migrate(run, "racing_migrations") for _ in range(3)]
+    processes = [migrate(pattern, "racing_migrations") for _ in range(3)]
     outputs = [process.communicate(timeout=60)[0] for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0], outputs
     assert sum("Running upgrade" in output for output in outputs) == 1
-    assert query(run, "SELECT version_num FROM alembic_version", dbname="racing_migrations") == [(head(),)]
+    assert query(pattern, "SELECT version_num FROM alembic_version", dbname="racing_migrations") == [(head(),)]
 
 
 # -- the client and the demo -------------------------------------------------------------------------------
 
 
-def test_registry_client(run, api):
-    with ModelRegistry(run.url("model_db")) as registry:
+def test_registry_client(pattern, api):
+    with ModelRegistry(pattern.url("model_db")) as registry:
         project_id = registry.ensure_project("registry", "from the client")
         assert registry.ensure_project("registry") == project_id
         model_id = registry.ensure_model(project_id, "svc")
@@ -416,8 +389,8 @@ def test_registry_client(run, api):
     assert stored["parameters"] == {"C": 1.0} and stored["evaluations"] == {"acc": 0.9, "f1": 0.8}
 
 
-def test_demo_gets_no_server_error(run, api):
-    client = DemoClient({"model_db": run.url("model_db")})
+def test_demo_gets_no_server_error(pattern, api):
+    client = DemoClient({"model_db": pattern.url("model_db")})
     try:
         demo(client)
     finally:
