@@ -254,6 +254,7 @@ class JobConsumer:
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
         self._outcomes = {outcome: WORKER_JOBS.labels(queue, outcome) for outcome in _OUTCOMES}
+        self._cursor: bytes | str = "0-0"
 
     def ensure_group(self) -> None:
         """Create the consumer group (and the stream) if missing. From id 0: jobs submitted before any worker
@@ -263,6 +264,11 @@ class JobConsumer:
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+    def join(self) -> None:
+        """Create the group if missing and enter this worker in it, so XINFO CONSUMERS lists it before its first job."""
+        self.ensure_group()
+        self.redis.xgroup_createconsumer(self.keys.stream, GROUP, self.name)
 
     def take(self, block_ms: int = 1000) -> Job | None:
         """The next job to work on, now running under this worker's name; None if none came within `block_ms`.
@@ -294,7 +300,10 @@ class JobConsumer:
         return job
 
     def _reclaim(self) -> tuple[str, str] | None:
-        reply = self.redis.xautoclaim(self.keys.stream, GROUP, self.name, self.claim_idle_ms, "0-0", count=1)
+        # XAUTOCLAIM looks at a few pending entries per call: go on from where the last call stopped (it answers
+        # 0-0 when it has been through them all), so a stale entry behind many busy ones is found too.
+        reply = self.redis.xautoclaim(self.keys.stream, GROUP, self.name, self.claim_idle_ms, self._cursor, count=1)
+        self._cursor = reply[0]
         for entry_id, fields in reply[1]:
             if fields:  # an entry deleted meanwhile comes back without its fields
                 RECLAIMED.labels(self.keys.queue).inc()

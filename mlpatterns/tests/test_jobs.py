@@ -109,11 +109,11 @@ def test_a_failed_job_keeps_its_reason(settings):
 
 def test_a_silent_workers_job_is_reclaimed_and_stored_once(settings):
     (job_id,) = submit(settings, {"n": 3})
-    first, second = consumer(settings, "w1", claim_idle_seconds=0.2), consumer(settings, "w2", claim_idle_seconds=0.2)
+    first, second = consumer(settings, "w1", claim_idle_seconds=0.5), consumer(settings, "w2", claim_idle_seconds=0.5)
     taken = first.take(block_ms=100)
     assert second.take(block_ms=50) is None  # not idle long enough yet
 
-    time.sleep(0.3)
+    time.sleep(0.6)
     retaken = second.take(block_ms=100)
 
     assert (retaken.id, retaken.attempts, get(settings, job_id).worker) == (job_id, 2, "w2")
@@ -125,10 +125,10 @@ def test_a_silent_workers_job_is_reclaimed_and_stored_once(settings):
 
 def test_a_busy_worker_keeps_its_job(settings):
     submit(settings, {"n": 4})
-    busy, idle = consumer(settings, "w1", claim_idle_seconds=0.3), consumer(settings, "w2", claim_idle_seconds=0.3)
+    busy, idle = consumer(settings, "w1", claim_idle_seconds=0.5), consumer(settings, "w2", claim_idle_seconds=0.5)
     job = busy.take(block_ms=100)
     with busy.kept_claimed(job):
-        deadline = time.monotonic() + 1.0  # three times the claim idle time
+        deadline = time.monotonic() + 1.5  # three times the claim idle time
         while time.monotonic() < deadline:
             assert idle.take(block_ms=50) is None
     assert busy.finish(job, 8) is True

@@ -1,0 +1,34 @@
+"""A tiny worker for test_worker.py: `python -m mlpatterns.tests.doubling_worker`, settings from the environment.
+
+It doubles `payload["n"]`; `sleep` waits that long first, `wait_for` waits until that file exists, `fail` raises.
+Each run of a job counts in Redis under `test-runs:<job id>`, so a test sees how often a job was run.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+from mlpatterns.jobs import Job
+from mlpatterns.redis_store import sync_client
+from mlpatterns.worker import WorkerSettings, run_worker
+
+
+def main() -> int:
+    settings = WorkerSettings()
+    runs = sync_client(settings)
+
+    def double(job: Job) -> dict:
+        runs.incr(f"test-runs:{job.id}")
+        payload = job.payload
+        if payload.get("fail"):
+            raise ValueError(f"cannot double {payload['n']}")
+        while payload.get("wait_for") and not Path(payload["wait_for"]).exists():
+            time.sleep(0.02)
+        time.sleep(payload.get("sleep", 0))
+        return {"double": 2 * payload["n"], "worker": settings.consumer_name}
+
+    return run_worker(settings, double)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

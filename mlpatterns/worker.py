@@ -1,0 +1,151 @@
+"""A queue worker process, the counterpart of `create_service_app`: `run_worker(settings, handler)`.
+
+    def predict(job: Job) -> dict:                 # the pattern's handler: payload in, JSON (or bytes) out
+        answer = plane.predict(job.payload["items"])
+        return {"prediction": answer.scores.tolist(), "labels": answer.labels}
+
+    if __name__ == "__main__":
+        sys.exit(run_worker(WorkerSettings(), predict))
+
+What it does around the handler:
+- logging to stdout (`configure_logging`), with the job's request id (or its id) in `mlpatterns.logging.request_id`
+  while the handler runs, so log lines and calls to other services carry it;
+- jobs from `mlpatterns.jobs.JobConsumer`: a reclaimed job of a dead worker first, else the next new one;
+- a handler exception fails that job with `"<ExceptionType>: <message>"` and the worker goes on;
+- Redis unreachable: a warning, a wait (growing to 5 s), and another try; no job is lost, as none was acknowledged;
+- SIGTERM or SIGINT: finish the current job, then exit 0 (Kubernetes and compose send SIGTERM, then wait).
+  A second signal, or `drain_timeout_seconds` without the job finishing, stops at once; the job stays unacknowledged
+  and another worker takes it over after `claim_idle_seconds`;
+- Prometheus metrics on `metrics_port` when it is set (0, the default, serves none, so local replicas don't
+  clash): `worker_jobs_total{queue, outcome}`, `worker_job_duration_seconds{queue, outcome}` and
+  `worker_jobs_reclaimed_total{queue}`. Queue depth and job states are on the API's `/metrics` (read from Redis).
+"""
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from prometheus_client import start_http_server
+from pydantic import Field
+
+from mlpatterns import metrics
+from mlpatterns.jobs import FAILED, Job, JobConsumer, QueueSettings
+from mlpatterns.logging import configure_logging, request_id
+from mlpatterns.redis_store import sync_client
+
+logger = logging.getLogger(__name__)
+
+JOB_SECONDS = metrics.histogram(
+    "worker_job_duration_seconds", "Time the handler took per job, by outcome", ["queue", "outcome"]
+)
+
+Handler = Callable[[Job], Any]
+
+
+class WorkerSettings(QueueSettings):
+    """A queue worker. Environment names in upper case (REDIS_URL, QUEUE_NAME, CLAIM_IDLE_SECONDS, ...)."""
+
+    consumer_name: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        description="This worker's name in the consumer group and in job records (default: host-pid).",
+    )
+    claim_idle_seconds: float = Field(
+        30.0, gt=0, description="A job whose worker has been silent this long is taken over by another worker."
+    )
+    block_ms: int = Field(1000, gt=0, description="How long one wait for a new job lasts (and a signal waits).")
+    max_deliveries: int = Field(3, gt=0, description="A job taken this many times without an answer is failed.")
+    drain_timeout_seconds: float = Field(
+        30.0, gt=0, description="After SIGTERM, how long the current job may take before the worker stops at once."
+    )
+    metrics_port: int = Field(0, ge=0, description="Serve Prometheus metrics on this port; 0 serves none.")
+    log_level: str = "INFO"
+    log_json: bool = Field(False, description="Log one JSON object per line instead of plain text.")
+
+
+class _Drain:
+    """The first SIGTERM/SIGINT asks the loop to stop after the current job; from then on the signals' default
+    action applies, so a second one ends the process at once, as does the drain timeout."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.requested = threading.Event()
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame) -> None:
+        logger.info("%s: finishing the current job, then stopping", signal.Signals(signum).name)
+        for other in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(other, signal.SIG_DFL)
+        self.requested.set()
+        timer = threading.Timer(self.timeout, self._stop_now)
+        timer.daemon = True
+        timer.start()
+
+    def _stop_now(self) -> None:
+        logger.error("the current job did not finish within %.0f s of the stop signal: stopping now", self.timeout)
+        logging.shutdown()
+        os._exit(1)
+
+
+def run_worker(settings: WorkerSettings, handler: Handler) -> int:
+    """Take jobs and run `handler` on each until SIGTERM/SIGINT; returns the exit code (0 after a drain)."""
+    configure_logging(settings.log_level, settings.log_json)
+    consumer = JobConsumer(
+        sync_client(settings, extra_read_seconds=settings.block_ms / 1000),
+        settings.queue_name,
+        settings.consumer_name,
+        claim_idle_seconds=settings.claim_idle_seconds,
+        max_deliveries=settings.max_deliveries,
+        result_ttl_seconds=settings.result_ttl_seconds,
+    )
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    drain = _Drain(settings.drain_timeout_seconds)
+    drain.install()
+    logger.info("worker %s takes jobs from queue %r", settings.consumer_name, settings.queue_name)
+    failures, joined = 0, False
+    while not drain.requested.is_set():
+        try:
+            if not joined:
+                consumer.join()
+                joined = True
+            job = consumer.take(settings.block_ms)
+            if job is not None:
+                _run_job(consumer, handler, job)
+            failures = 0
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            failures += 1
+            wait = min(0.1 * 2**failures, 5.0)
+            logger.warning("redis unavailable (%s); trying again in %.1f s", exc, wait)
+            drain.requested.wait(wait)
+    logger.info("worker %s stopped", settings.consumer_name)
+    return 0
+
+
+def _run_job(consumer: JobConsumer, handler: Handler, job: Job) -> None:
+    token = request_id.set(job.request_id or job.id)
+    start = time.perf_counter()
+    try:
+        with consumer.kept_claimed(job):
+            result = handler(job)
+        consumer.finish(job, result)  # raises TypeError for a result it cannot store: that fails the job too
+        outcome = "done"
+        logger.info("job %s done (attempt %d)", job.id, job.attempts)
+    except redis.RedisError:
+        raise  # Redis trouble is not the job's fault: it stays unacknowledged and is taken again later
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        logger.warning("job %s failed: %s", job.id, reason, exc_info=True)
+        consumer.fail(job, reason)
+        outcome = FAILED
+    finally:
+        request_id.reset(token)
+    JOB_SECONDS.labels(consumer.keys.queue, outcome).observe(time.perf_counter() - start)
