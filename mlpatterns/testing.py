@@ -5,6 +5,8 @@ started once per test module through the local runner, on free ports, and stoppe
 test, also when a test or the start fails (a start failure shows the services' last log lines; a failing
 test gets the logs of every service still running in its report):
 
+    from mlpatterns.testing import assert_healthy, assert_refused, start_pattern
+
     PATTERN = Path(__file__).parents[1]
 
     def test_predicts(pattern):
@@ -22,7 +24,9 @@ test gets the logs of every service still running in its report):
 
 `pattern.url(name)`, `.port(name)`, `.logs(name)` are the runner's; `.run` is the runner's PatternRun. Tests start
 their own Redis and PostgreSQL: a REDIS_URL or DATABASE_URL in the caller's environment is not used.
-The bad-input table every HTTP service gets is tests/test_bad_input.py; `assert_refused` is its check.
+Generic bad input (malformed JSON, wrong types, NaN, ragged batches, oversized bodies...) needs no test in a
+pattern: tests/test_bad_input.py finds every pattern by its docker-compose.yml and sends its table to every HTTP
+service. A pattern's tests assert its own messages, with `assert_refused`.
 """
 
 import json
@@ -112,6 +116,8 @@ def start_pattern(
 @pytest.fixture(scope="module")
 def pattern(request) -> Iterator[StartedPattern]:
     """The test module's `PATTERN` (its directory), started once for the module."""
+    if not hasattr(request.module, "PATTERN"):
+        pytest.fail(f"{request.module.__name__} uses the `pattern` fixture: set PATTERN to the pattern's directory")
     with start_pattern(request.module.PATTERN) as started:
         yield started
 
