@@ -2,11 +2,12 @@
 PYTHON := .venv/bin/python
 P ?=
 
-.PHONY: help setup models demo up lint test bench clean
+.PHONY: help setup models demo up lint test images bench clean
 
 help:
 	@echo "make demo            set up, then run every pattern's demo locally (P=<dir> for one)"
 	@echo "make test            set up, lint (ruff), then run the whole test suite"
+	@echo "make images          build every pattern's images with Docker and prove every container serves"
 	@echo "make lint            ruff: lint and format check of the whole tree"
 	@echo "make up P=<dir>      run a pattern locally until Ctrl-C (FREE_PORTS=1 if its ports are taken)"
 	@echo "make bench P=<dir>   benchmark a serving pattern against its floors"
@@ -30,6 +31,11 @@ lint: setup
 
 test: lint
 	$(PYTHON) -m pytest $(P)
+
+# The images tier: a private dockerd under build/docker/ unless DOCKER_HOST or /var/run/docker.sock answers.
+images: setup
+	@scripts/setup-images
+	MLPATTERNS_IMAGES=1 $(PYTHON) -m pytest -p no:cacheprovider tests/test_container_images.py
 
 bench: setup
 	@test -n "$(P)" || { echo "usage: make bench P=<pattern dir>"; exit 2; }

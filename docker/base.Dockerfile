@@ -1,20 +1,26 @@
-# The runtime every pattern image starts from: Python, the locked dependencies (no torch) and the shared
-# core `mlpatterns`, owned by a non-root user. Build from the repository root:
+# The runtime every serving image starts from: Python, the locked [packages] (onnxruntime, numpy, the web stack;
+# no scikit-learn, scipy, onnx or torch) and the shared core `mlpatterns`, owned by a non-root user. Training
+# stages start from mlpatterns/train-base (docker/train.Dockerfile), which adds the lock's [training] category
+# from the hash-pinned list kept here in /opt/requirements. Build from the repository root:
 #   docker build -f docker/base.Dockerfile -t mlpatterns/base:0.1.0 .
-FROM python:3.11-slim AS requirements
+# PYTHON_IMAGE: any Debian-based CPython 3.11.3 or later (the lock was made on 3.11.7; below 3.11.3 redis-py
+# needs async-timeout, which the lock does not hold). `make images` passes a stand-in where Docker Hub is out of reach.
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE} AS requirements
 WORKDIR /build
 COPY Pipfile Pipfile.lock ./
 RUN pip install --no-cache-dir pipenv==2026.10.3 \
-    && pipenv requirements --hash > requirements.txt
+    && pipenv requirements --hash > requirements.txt \
+    && pipenv requirements --hash --categories training > training.txt
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH
-COPY --from=requirements /build/requirements.txt /tmp/requirements.txt
-RUN python -m venv /opt/venv \
-    && pip install --no-cache-dir --require-hashes -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt \
+COPY --from=requirements /build/requirements.txt /build/training.txt /opt/requirements/
+RUN python -c 'import sys; sys.exit(None if sys.version_info >= (3, 11, 3) else "Python 3.11.3 or later is needed, not " + sys.version)' \
+    && python -m venv /opt/venv \
+    && pip install --no-cache-dir --require-hashes -r /opt/requirements/requirements.txt \
     && useradd --system --uid 10001 --create-home app
 WORKDIR /app
 COPY mlpatterns mlpatterns

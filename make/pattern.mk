@@ -3,13 +3,17 @@
 # test and bench run the pattern locally through the repository's Makefile.
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)
 BASE_IMAGE := mlpatterns/base:0.1.0
+TRAIN_BASE_IMAGE := mlpatterns/train-base:0.1.0
+# PYTHON_IMAGE=<image> builds the bases on another CPython 3.11.3+ image than python:3.11-slim.
+BASE_ARGS := $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE))
 COMPOSE := docker compose -f docker-compose.yml
 NAME := $(notdir $(PATTERN))
 
 .PHONY: base build run stop c_up c_down deploy delete up demo test bench
 
 base:
-	docker build -f $(ROOT)/docker/base.Dockerfile -t $(BASE_IMAGE) $(ROOT)
+	docker build $(BASE_ARGS) -f $(ROOT)/docker/base.Dockerfile -t $(BASE_IMAGE) $(ROOT)
+	docker build -f $(ROOT)/docker/train.Dockerfile -t $(TRAIN_BASE_IMAGE) $(ROOT)
 
 build: base
 	$(COMPOSE) build

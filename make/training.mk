@@ -1,6 +1,5 @@
 # Targets every chapter 2 iris training directory shares. Its Makefile sets NAME and TRAIN_ARGS, then includes this.
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)
-BASE_IMAGE := mlpatterns/base:0.1.0
 IMAGE := mlpatterns/$(NAME):0.1.0
 
 .PHONY: train build run test
@@ -11,7 +10,7 @@ train:
 
 # The training job as an image; `make run` writes the model into models/ through a bind mount.
 build:
-	docker build -f $(ROOT)/docker/base.Dockerfile -t $(BASE_IMAGE) $(ROOT)
+	$(MAKE) -f $(ROOT)/make/pattern.mk base
 	docker build -f Dockerfile -t $(IMAGE) $(ROOT)
 
 run:

@@ -249,7 +249,8 @@ def consistency(compose_file: Path, name: str) -> list[str]:
     environment = parse_environment(service.get("environment"))
     ports = [target for _, target in parse_ports(service.get("ports"))]
     healthcheck = (service.get("healthcheck") or {}).get("test")
-    health_url = urlparse(next((arg for arg in healthcheck or [] if re.match(r"https?://", arg)), ""))
+    # The healthcheck asks a URL, or a path on 127.0.0.1:$PORT (`python -m mlpatterns.healthcheck /health`).
+    health_url = urlparse(next((arg for arg in healthcheck or [] if re.match(r"https?://|/", arg)), ""))
     errors = []
 
     def same(what: str, compose_value, other_file: Path, other_value) -> None:

@@ -1,6 +1,6 @@
 # The model repository of the model-load pattern: the models, trained in a build stage, behind a read-only
 # HTTP file server (standing in for the object store the original downloaded from).
-FROM mlpatterns/base:0.1.0 AS models
+FROM mlpatterns/train-base:0.1.0 AS models
 RUN python -m mlpatterns.training.iris all --out /app/models
 
 FROM mlpatterns/base:0.1.0
@@ -10,5 +10,5 @@ ENV PORT=8080 \
     DIRECTORY=models
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-    CMD ["python", "-m", "mlpatterns.healthcheck", "http://127.0.0.1:8080/health"]
+    CMD ["python", "-m", "mlpatterns.healthcheck", "/health"]
 CMD ["python", "-m", "mlpatterns.fileserver"]

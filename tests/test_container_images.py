@@ -1,0 +1,65 @@
+"""The images tier (`make images`): every image of every pattern, found from its compose file and Dockerfiles,
+built with the real Dockerfiles on one daemon, and every container proven to serve (mlpatterns/images_tier.py).
+
+Heavy (Docker builds), so it runs only with MLPATTERNS_IMAGES=1, which `make images` sets; `make test` skips
+it. A new pattern is a new test id here the day it lands: the list comes from the chapter directories.
+"""
+
+import os
+
+import pytest
+
+from mlpatterns import images_tier
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("MLPATTERNS_IMAGES") != "1", reason="the images tier runs with `make images`"
+)
+
+PATTERNS = [str(d.relative_to(images_tier.ROOT)) for d in images_tier.pattern_dirs()]
+REPORTS: dict[str, images_tier.PatternReport] = {}
+
+
+@pytest.fixture(scope="module")
+def tier(request):
+    """The daemon (private, or DOCKER_HOST's), the Python base (or its stand-in) and the shared bases; the
+    daemon and every container are removed at the end, whatever failed."""
+    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    with images_tier.docker_daemon() as docker:
+        tier = images_tier.Tier(docker)
+        try:
+            tier.prepare()
+        except images_tier.TierError as error:
+            pytest.fail(str(error), pytrace=False)
+        yield tier
+        summary = tier.summary([REPORTS[p] for p in PATTERNS if p in REPORTS])
+        (images_tier.BUILD / "images").mkdir(parents=True, exist_ok=True)
+        (images_tier.BUILD / "images" / "report.txt").write_text("\n".join(summary) + "\n")
+        if terminal:
+            terminal.write_line("")
+            for line in summary:
+                terminal.write_line(line)
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_images_build_and_every_container_serves(tier, pattern):
+    try:
+        REPORTS[pattern] = tier.check_pattern(pattern)
+    except images_tier.TierError as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "image", "holds"),
+    [
+        ("chapter3_release_patterns/model_in_image_pattern", "mlpatterns/model_in_image_pattern:0.1.0", True),
+        ("chapter3_release_patterns/model_load_pattern", "mlpatterns/model_load_pattern_api:0.1.0", False),
+    ],
+)
+def test_model_in_image_holds_its_model_and_the_model_load_api_none(tier, pattern, image, holds):
+    """As the two READMEs say: the model-in-image image serves the model it carries; the model-load API
+    image carries none and serves what the loader put in its volume."""
+    if pattern not in REPORTS:
+        pytest.skip(f"{pattern} was not checked in this run")
+    models = REPORTS[pattern].models[image]
+    assert bool(models) is holds, f"{image} holds {models or 'no model'}"
