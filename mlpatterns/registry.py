@@ -67,13 +67,17 @@ class ModelRegistry:
 
     def latest_experiment(self, project_name: str, model_name: str) -> dict[str, Any]:
         """The newest experiment of a model, found by project and model name."""
-        models = [m for m in self._get(f"/api/models/project-name/{project_name}") if m["model_name"] == model_name]
+        project = self._get(f"/api/projects/name/{project_name}")
+        # List routes answer a page at a time: models of one name are few, and the newest experiment is first
+        # when asked for in descending order.
+        named = self._get(f"/api/models/name/{model_name}?limit=1000")
+        models = [m for m in named if m["project_id"] == project["project_id"]]
         if not models:
             raise RegistryError(404, f"project {project_name!r} has no model named {model_name!r}")
-        experiments = self._get(f"/api/experiments/model-id/{models[0]['model_id']}")
+        experiments = self._get(f"/api/experiments/model-id/{models[0]['model_id']}?order=desc&limit=1")
         if not experiments:
             raise RegistryError(404, f"model {model_name!r} has no experiment yet")
-        return experiments[-1]
+        return experiments[0]
 
     def close(self) -> None:
         self.http.close()

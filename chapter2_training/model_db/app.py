@@ -26,7 +26,9 @@ async def _data_refused(request: Request, exc: Exception) -> JSONResponse:
 
 def create_app(settings: ModelDbSettings | None = None) -> FastAPI:
     settings = settings or ModelDbSettings()
-    engine = create_db_engine(settings.url, pool_size=settings.db_pool_size, max_overflow=0)
+    engine = create_db_engine(
+        settings.url, timeout=settings.db_timeout_seconds, pool_size=settings.db_pool_size, max_overflow=0
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, cast, func, select, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from chapter2_training.model_db.schemas import ExperimentCreate, ModelCreate, ProjectCreate
+from chapter2_training.model_db.schemas import ExperimentCreate, ModelCreate, Page, ProjectCreate
 from chapter2_training.model_db.tables import Base, Experiment, Model, Project, new_id
 from mlpatterns.errors import NotFound
 
@@ -36,9 +36,13 @@ def _insert_once(session: Session, table: type[T], values: dict[str, Any], uniqu
     return row
 
 
-def _all(session: Session, table: type[T], *where: ColumnElement[bool]) -> Sequence[T]:
-    primary_key = table.__mapper__.primary_key[0]
-    return session.scalars(select(table).where(*where).order_by(table.created_datetime, primary_key)).all()
+def _all(session: Session, table: type[T], page: Page, *where: ColumnElement[bool]) -> Sequence[T]:
+    """One page of the rows, in creation order (the primary key breaks ties, so pages never overlap)."""
+    order = [table.created_datetime, table.__mapper__.primary_key[0]]
+    if page.order == "desc":
+        order = [column.desc() for column in order]
+    statement = select(table).where(*where).order_by(*order).limit(page.limit).offset(page.offset)
+    return session.scalars(statement).all()
 
 
 # -- projects --------------------------------------------------------------------------------------------
@@ -60,8 +64,8 @@ def get_project_by_name(*, session: Session, project_name: str) -> Project:
     return project
 
 
-def list_projects(*, session: Session) -> Sequence[Project]:
-    return _all(session, Project)
+def list_projects(*, session: Session, page: Page) -> Sequence[Project]:
+    return _all(session, Project, page)
 
 
 # -- models ----------------------------------------------------------------------------------------------
@@ -77,17 +81,17 @@ def get_model(*, session: Session, model_id: str) -> Model:
     return _get(session, Model, model_id)
 
 
-def list_models(*, session: Session) -> Sequence[Model]:
-    return _all(session, Model)
+def list_models(*, session: Session, page: Page) -> Sequence[Model]:
+    return _all(session, Model, page)
 
 
-def list_models_of_project(*, session: Session, project: Project) -> Sequence[Model]:
-    return _all(session, Model, Model.project_id == project.project_id)
+def list_models_of_project(*, session: Session, project: Project, page: Page) -> Sequence[Model]:
+    return _all(session, Model, page, Model.project_id == project.project_id)
 
 
-def list_models_named(*, session: Session, model_name: str) -> Sequence[Model]:
+def list_models_named(*, session: Session, model_name: str, page: Page) -> Sequence[Model]:
     """Models of this name in every project (an empty list when there is none)."""
-    return _all(session, Model, Model.model_name == model_name)
+    return _all(session, Model, page, Model.model_name == model_name)
 
 
 # -- experiments -----------------------------------------------------------------------------------------
@@ -115,17 +119,17 @@ def get_experiment_by_model_version(*, session: Session, model_version_id: str) 
     return experiment
 
 
-def list_experiments(*, session: Session) -> Sequence[Experiment]:
-    return _all(session, Experiment)
+def list_experiments(*, session: Session, page: Page) -> Sequence[Experiment]:
+    return _all(session, Experiment, page)
 
 
-def list_experiments_of_model(*, session: Session, model: Model) -> Sequence[Experiment]:
-    return _all(session, Experiment, Experiment.model_id == model.model_id)
+def list_experiments_of_model(*, session: Session, model: Model, page: Page) -> Sequence[Experiment]:
+    return _all(session, Experiment, page, Experiment.model_id == model.model_id)
 
 
-def list_experiments_of_project(*, session: Session, project: Project) -> Sequence[Experiment]:
+def list_experiments_of_project(*, session: Session, project: Project, page: Page) -> Sequence[Experiment]:
     in_project = select(Model.model_id).where(Model.project_id == project.project_id)
-    return _all(session, Experiment, Experiment.model_id.in_(in_project))
+    return _all(session, Experiment, page, Experiment.model_id.in_(in_project))
 
 
 def _merge(session: Session, experiment_id: str, column: InstrumentedAttribute, new: dict[str, Any]) -> Experiment:

@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -17,6 +17,7 @@ from chapter2_training.model_db.schemas import (
     Key,
     ModelCreate,
     ModelOut,
+    Page,
     ProjectCreate,
     ProjectOut,
 )
@@ -28,6 +29,7 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+PageDep = Annotated[Page, Query()]  # ?limit=&offset=&order= on every list route
 
 
 health = APIRouter(tags=["health"])  # mounted under /v{API_VERSION}, as in the original
@@ -44,8 +46,8 @@ def health_check(session: SessionDep):
 
 
 @projects.get("/all", response_model=list[ProjectOut])
-def all_projects(session: SessionDep):
-    return crud.list_projects(session=session)
+def all_projects(session: SessionDep, page: PageDep):
+    return crud.list_projects(session=session, page=page)
 
 
 @projects.get("/id/{project_id}", response_model=ProjectOut)
@@ -65,8 +67,8 @@ def add_project(session: SessionDep, project_in: ProjectCreate):
 
 
 @models.get("/all", response_model=list[ModelOut])
-def all_models(session: SessionDep):
-    return crud.list_models(session=session)
+def all_models(session: SessionDep, page: PageDep):
+    return crud.list_models(session=session, page=page)
 
 
 @models.get("/id/{model_id}", response_model=ModelOut)
@@ -75,21 +77,21 @@ def model_by_id(session: SessionDep, model_id: Key):
 
 
 @models.get("/project-id/{project_id}", response_model=list[ModelOut])
-def models_by_project_id(session: SessionDep, project_id: Key):
+def models_by_project_id(session: SessionDep, project_id: Key, page: PageDep):
     project = crud.get_project(session=session, project_id=project_id)
-    return crud.list_models_of_project(session=session, project=project)
+    return crud.list_models_of_project(session=session, project=project, page=page)
 
 
 @models.get("/name/{model_name:path}", response_model=list[ModelOut])
-def models_by_name(session: SessionDep, model_name: Key):
+def models_by_name(session: SessionDep, model_name: Key, page: PageDep):
     """Models of this name in every project."""
-    return crud.list_models_named(session=session, model_name=model_name)
+    return crud.list_models_named(session=session, model_name=model_name, page=page)
 
 
 @models.get("/project-name/{project_name:path}", response_model=list[ModelOut])
-def models_by_project_name(session: SessionDep, project_name: Key):
+def models_by_project_name(session: SessionDep, project_name: Key, page: PageDep):
     project = crud.get_project_by_name(session=session, project_name=project_name)
-    return crud.list_models_of_project(session=session, project=project)
+    return crud.list_models_of_project(session=session, project=project, page=page)
 
 
 @models.post("", response_model=ModelOut)
@@ -99,8 +101,8 @@ def add_model(session: SessionDep, model_in: ModelCreate):
 
 
 @experiments.get("/all", response_model=list[ExperimentOut])
-def all_experiments(session: SessionDep):
-    return crud.list_experiments(session=session)
+def all_experiments(session: SessionDep, page: PageDep):
+    return crud.list_experiments(session=session, page=page)
 
 
 @experiments.get("/id/{experiment_id}", response_model=ExperimentOut)
@@ -114,15 +116,15 @@ def experiment_by_model_version_id(session: SessionDep, model_version_id: Key):
 
 
 @experiments.get("/model-id/{model_id}", response_model=list[ExperimentOut])
-def experiments_by_model_id(session: SessionDep, model_id: Key):
+def experiments_by_model_id(session: SessionDep, model_id: Key, page: PageDep):
     model = crud.get_model(session=session, model_id=model_id)
-    return crud.list_experiments_of_model(session=session, model=model)
+    return crud.list_experiments_of_model(session=session, model=model, page=page)
 
 
 @experiments.get("/project-id/{project_id}", response_model=list[ExperimentOut])
-def experiments_by_project_id(session: SessionDep, project_id: Key):
+def experiments_by_project_id(session: SessionDep, project_id: Key, page: PageDep):
     project = crud.get_project(session=session, project_id=project_id)
-    return crud.list_experiments_of_project(session=session, project=project)
+    return crud.list_experiments_of_project(session=session, project=project, page=page)
 
 
 @experiments.post("", response_model=ExperimentOut)

@@ -4,7 +4,7 @@ here (a NUL character, an unpaired surrogate, NaN, a name over 255 characters), 
 
 import math
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -116,3 +116,14 @@ class ExperimentOut(Row):
 
 class Health(BaseModel):
     health: str
+
+
+class Page(BaseModel):
+    """The slice of a list route's rows to answer: `?limit=100&offset=0&order=asc` (oldest first) by default, so
+    a list never answers every row of a growing table at once; `order=desc` gives the newest first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(100, ge=1, le=1000, description="At most this many rows (1 to 1000).")
+    offset: int = Field(0, ge=0, description="Rows to skip, in the order asked for.")
+    order: Literal["asc", "desc"] = Field("asc", description="By creation time: oldest (asc) or newest (desc) first.")

@@ -23,6 +23,12 @@ class ModelDbSettings(HttpServiceSettings):
         description="Connections per worker process; keep workers x replicas x this"
         " under the server's max_connections (100 by default).",
     )
+    db_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="No request waits longer on the database: for a connection, a statement, or a free pooled "
+        "connection; a database that is down or hung is a 503 within this time.",
+    )
     db_wait_seconds: float = Field(30.0, ge=0, description="How long `migrate` waits for the database to accept.")
     api_title: str = "Model_DB_Service"
     api_description: str = "machine learning system training patterns"
