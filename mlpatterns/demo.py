@@ -1,6 +1,8 @@
 """Send a pattern's example requests and print each request with its answer.
 
-A pattern's `demo.py` defines `demo(client: DemoClient)`; the runner starts the pattern and calls it.
+A pattern's `demo.py` defines `demo(client: DemoClient)`; the runner starts the pattern and calls it. A request
+that is refused on purpose (to show a clear 4xx) says which status it expects: `web.post(path, body, expect=422)`.
+Any other 4xx or 5xx counts as unexpected, and `make demo` ends with a summary line and fails on one.
 """
 
 import json
@@ -19,33 +21,53 @@ class ServiceClient:
         self.base_url = base_url
         self.client = client
 
-    def request(self, method: str, path: str, body=None) -> httpx.Response:
+    def request(self, method: str, path: str, body=None, expect: int | None = None) -> httpx.Response:
         print(f"\n  {method} {self.name}{path}" + (f"  {_short(body)}" if body is not None else ""))
         response = self.client.http.request(method, self.base_url + path, json=body)
         try:
             shown = _short(response.json())
         except ValueError:
             shown = response.text[:300]
-        print(f"  -> {response.status_code} {shown}")
-        if response.status_code >= 500:
+        status = response.status_code
+        if expect is not None and status == expect:
+            note = "  (refused as expected)"
+            self.client.refused += 1
+        elif expect is not None or status >= 400:
+            note = f"  (UNEXPECTED{f': expected {expect}' if expect else ''})"
+            self.client.unexpected.append(f"{method} {self.name}{path} -> {status}")
+        else:
+            note = ""
+            self.client.answered += 1
+        print(f"  -> {status} {shown}{note}")
+        if status >= 500:
             self.client.server_errors += 1
         return response
 
-    def get(self, path: str) -> httpx.Response:
-        return self.request("GET", path)
+    def get(self, path: str, expect: int | None = None) -> httpx.Response:
+        return self.request("GET", path, expect=expect)
 
-    def post(self, path: str, body) -> httpx.Response:
-        return self.request("POST", path, body)
+    def post(self, path: str, body, expect: int | None = None) -> httpx.Response:
+        return self.request("POST", path, body, expect=expect)
 
 
 class DemoClient:
     def __init__(self, urls: dict[str, str]):
         self.urls = urls
         self.http = httpx.Client(timeout=30)
+        self.answered = 0
+        self.refused = 0  # 4xx asked for on purpose
+        self.unexpected: list[str] = []
         self.server_errors = 0
 
     def service(self, name: str) -> ServiceClient:
         return ServiceClient(name, self.urls[name], self)
+
+    def summary(self) -> str:
+        return (
+            f"{self.answered + self.refused + len(self.unexpected)} requests: {self.answered} answered, "
+            f"{self.refused} refused as expected, {len(self.unexpected)} unexpected"
+            + (f" ({'; '.join(self.unexpected)})" if self.unexpected else "")
+        )
 
     def close(self) -> None:
         self.http.close()

@@ -16,7 +16,6 @@ Only the train step needs PyTorch.
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -78,7 +77,7 @@ def train(
     batch_size: int,
     learning_rate: float,
     seed: int = 0,
-    threads: int | None = None,
+    threads: int = 1,
     force: bool = False,
 ) -> ModelArtifacts:
     try:
@@ -93,6 +92,7 @@ def train(
         **asdict(config),
         "model": "small_cnn",
         "opset": cnn.ONNX_OPSET,
+        "threads": threads,
         "data": {name: split["sha256"] for name, split in description["splits"].items()},
     }
     stamp = fingerprint([Path(cnn.__file__)], params, ["torch", "numpy"])
@@ -100,7 +100,9 @@ def train(
     if not force and artifacts.recorded_fingerprint() == stamp:
         print(f"train: up to date ({out}; --force retrains)")
         return artifacts
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    # A fixed thread count, not one per core: how a convolution's sums are split over threads changes their
+    # rounding, so only the same count gives the same weights on another machine (of the same CPU kind).
+    torch.set_num_threads(threads)
     train_set, val_set = images.read_split(data_dir, "train"), images.read_split(data_dir, "val")
     started = time.perf_counter()
     norm = description["normalisation"]
@@ -271,7 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     step.add_argument("--batch-size", type=int, default=32)
     step.add_argument("--learning-rate", type=float, default=0.01)
     step.add_argument("--seed", type=int, default=0)
-    step.add_argument("--threads", type=int, help="torch threads (default: one per core)")
+    step.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: the same weights on any machine of this CPU kind)",
+    )
     step.add_argument("--force", action="store_true", help="retrain even when the model is up to date")
     step = steps.add_parser("build", help="put the model where the service expects it and check it loads")
     step.add_argument("--in", dest="model", type=Path, required=True, help="the train step's model directory")

@@ -33,6 +33,6 @@ def demo(client: DemoClient) -> None:
     api.get("/api/models/project-name/iris")
     api.get(f"/api/experiments/project-id/{project['project_id']}")
     # Unknown ids are a 404 that says what is missing; a bad body is a 422.
-    api.get("/api/projects/id/no-such-project")
-    api.post("/api/models", {"project_id": "no-such-project", "model_name": "iris_svc"})
-    api.post(f"/api/experiments/evaluations/{experiment_id}", {"evaluations": [0.97]})
+    api.get("/api/projects/id/no-such-project", expect=404)
+    api.post("/api/models", {"project_id": "no-such-project", "model_name": "iris_svc"}, expect=404)
+    api.post(f"/api/experiments/evaluations/{experiment_id}", {"evaluations": [0.97]}, expect=422)

@@ -37,9 +37,10 @@ def up(pattern: Path, free_ports: bool) -> int:
 
 
 def demo(patterns: list[Path]) -> int:
-    failures = 0
+    summaries, failed = [], []
     for pattern in patterns:
-        print(f"\n=== {pattern.resolve().relative_to(REPO_ROOT)} ===", flush=True)
+        name = str(pattern.resolve().relative_to(REPO_ROOT))
+        print(f"\n=== {name} ===", flush=True)
         module = importlib.import_module(_module_name(pattern) + ".demo")
         with run_pattern(pattern, free_ports=True, echo=False) as run:
             client = DemoClient({name: run.url(name) for name, r in run.running.items() if r.port and r.process})
@@ -47,10 +48,13 @@ def demo(patterns: list[Path]) -> int:
                 module.demo(client)
             finally:
                 client.close()
-            failures += client.server_errors
-    if failures:
-        print(f"\n{failures} request(s) answered with a server error", file=sys.stderr)
-    return 1 if failures else 0
+        summaries.append(f"  {name}: {client.summary()}")
+        if client.unexpected:
+            failed.append(name)
+    print("\n=== summary ===\n" + "\n".join(summaries), flush=True)
+    if failed:
+        print(f"demo failed: unexpected answers in {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

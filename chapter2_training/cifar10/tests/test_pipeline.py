@@ -45,7 +45,7 @@ def run(tmp_path_factory):
     started = time.perf_counter()
     output = {
         "preprocess": step("preprocess", "--out", data),
-        "train": step("train", "--in", data, "--out", model, "--threads", "2"),
+        "train": step("train", "--in", data, "--out", model),
         "build": step("build", "--in", model, "--out", served),
         "evaluate": step("evaluate", "--in", served, "--data", data, "--out", report),
     }
@@ -89,7 +89,7 @@ def test_an_up_to_date_model_is_not_retrained(run):
 
 
 def test_training_is_deterministic(run, tmp_path):
-    step("train", "--in", run.data, "--out", tmp_path / "again", "--threads", "2")
+    step("train", "--in", run.data, "--out", tmp_path / "again")
     assert (tmp_path / "again" / "model.onnx").read_bytes() == (run.model / "model.onnx").read_bytes()
 
 
