@@ -35,7 +35,9 @@ test: lint
 # The images tier: a private dockerd under build/docker/ unless DOCKER_HOST or /var/run/docker.sock answers.
 images: setup
 	@scripts/setup-images
-	MLPATTERNS_IMAGES=1 $(PYTHON) -m pytest -p no:cacheprovider tests/test_container_images.py
+	@rm -f build/images/report.txt
+	MLPATTERNS_IMAGES=1 $(PYTHON) -m pytest -p no:cacheprovider tests/test_container_images.py; \
+	  status=$$?; cat build/images/report.txt 2>/dev/null; exit $$status
 
 bench: setup
 	@test -n "$(P)" || { echo "usage: make bench P=<pattern dir>"; exit 2; }

@@ -39,6 +39,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ from pathlib import Path
 import yaml
 
 from mlpatterns.runner.backing import BackingError, PostgresServer, RedisServer, free_port
-from mlpatterns.runner.compose import Service, load_services, start_order
+from mlpatterns.runner.compose import Service, interpolate, load_services, parse_environment, start_order
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build"
@@ -378,13 +379,18 @@ def wheel_index() -> Iterator[str | None]:
 
     class Index(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            parts = [p for p in self.path.split("/") if p]
+            parts = [urllib.parse.unquote(p) for p in self.path.split("?")[0].split("/") if p]
             if len(parts) == 2 and parts[0] == "simple":
                 links = "".join(f'<a href="/files/{n}">{n}</a>\n' for n in sorted(wheels) if project(n) == parts[1])
                 body = f"<!DOCTYPE html><html><body>\n{links}</body></html>".encode()
                 self._send(200 if links else 404, body, "text/html")
             elif len(parts) == 2 and parts[0] == "files" and parts[1] in wheels:
-                self._send(200, wheels[parts[1]].read_bytes(), "application/octet-stream")
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(wheels[parts[1]].stat().st_size))
+                self.end_headers()
+                with wheels[parts[1]].open("rb") as wheel:
+                    shutil.copyfileobj(wheel, self.wfile)
             else:
                 self._send(404, b"not found", "text/plain")
 
@@ -600,7 +606,9 @@ class ComposeRun:
             except BackingError as error:
                 raise self.fail(f"{service.name}: {error}") from None
             return
-        env = {key: self.rewrite(value) for key, value in service.environment.items()}
+        # The compose environment as Docker sees it (the runner's Service adds x-local, which is for local runs).
+        compose_env = {k: interpolate(v, os.environ) for k, v in parse_environment(raw.get("environment")).items()}
+        env = {key: self.rewrite(value) for key, value in compose_env.items()}
         if port:
             env["PORT"] = str(port)
         name = f"mlpt-{self.run_id}-{self.pattern.split('/')[-1]}-{service.name}"

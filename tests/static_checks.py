@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's tools: hadolint, check-jsonschema
 ISTIO_CRDS = Path(__file__).parent / "schemas" / "istio-crd-all.gen.yaml"
 K8S_VERSION = "1.33"  # the Kubernetes release the manifests must be valid for
-SKIP_DIRS = {".git", ".venv", ".tools", "node_modules", "__pycache__"}
+SKIP_DIRS = {".git", ".venv", ".tools", "node_modules", "__pycache__", "build"}  # build/ holds image layers
 PROJECT_IMAGES = "mlpatterns/"  # images built from this repository (the rest are backing services)
 
 
