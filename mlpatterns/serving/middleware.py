@@ -91,11 +91,10 @@ class RequestIdMiddleware:
             await send(message)
 
         token = request_id.set(rid)
-        await self.app(scope, receive, send_with_id)
-        # Reset only on success: an exception propagates to Starlette's outermost error middleware and the
-        # server, whose log lines about it should carry the id too. Each request runs in a task of its own, so
-        # the value set here cannot leak into another request.
-        request_id.reset(token)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)
 
 
 # How much of a refused body is read and thrown away, as nginx's lingering close does: a server that closes a
