@@ -21,7 +21,15 @@ What a call gives:
 - 4xx: the same status and the upstream's own detail (`UpstreamRefused`). The upstream judged the input our
   caller sent on, so the caller is told what was wrong with it, as if it had asked the upstream itself.
 These are the core's typed errors, so a route that lets them through answers them as they are; a proxy fanning
-out catches them (`PatternError`) to name a dead or slow backend in its own answer.
+out catches them (`PatternError`) to name a dead or slow backend in its own answer:
+
+    async def call(name: str) -> dict:
+        try:
+            return await upstreams[name].post("/predict", json=payload, timeout=1.0)
+        except PatternError as failure:
+            return {"error": failure.detail}  # "upstream 'tree' did not answer within 1.0 s"
+
+    answers = dict(zip(names, await asyncio.gather(*(call(name) for name in names))))
 
 Every call sends the request id of its context (`X-Request-ID`). Idempotent calls (GET, HEAD, PUT, DELETE,
 OPTIONS, or any call marked `idempotent=True`) are retried with stamina (exponential backoff with jitter, a few

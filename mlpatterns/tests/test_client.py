@@ -7,11 +7,11 @@ import uuid
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from mlpatterns.client import UpstreamRefused, Upstreams, UpstreamSettings
+from mlpatterns.client import UpstreamRefused, Upstreams, UpstreamsDep, UpstreamSettings
 from mlpatterns.errors import BadGateway, GatewayTimeout, Unavailable
 from mlpatterns.logging import request_id
 from mlpatterns.runner.backing import free_port
@@ -172,15 +172,19 @@ def test_the_client_opens_and_closes_with_the_apps_lifespan_around_the_services_
 
         return Lifespan()
 
+    def add_routes(router: APIRouter) -> None:
+        @router.get("/upstreams")
+        async def names(upstreams: UpstreamsDep, request: Request):
+            return {"upstreams": list(upstreams), "ready": request.state.ready}
+
     app = create_service_app(
-        HttpServiceSettings(), lambda router: None, upstreams={"prediction": "http://127.0.0.1:1"}, lifespan=lifespan
+        HttpServiceSettings(), add_routes, upstreams={"prediction": "http://127.0.0.1:1"}, lifespan=lifespan
     )
     with TestClient(app) as client:
         upstreams = app.state.upstreams
-        assert list(upstreams) == ["prediction"]
         assert not upstreams._client.is_closed
         assert events == ["service started"]
-        assert client.get("/metrics").status_code == 200
+        assert client.get("/upstreams").json() == {"upstreams": ["prediction"], "ready": True}
     assert upstreams._client.is_closed
     assert events == ["service started", "service stopped"]
 
