@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from mlpatterns.client import UpstreamRefused, Upstreams, UpstreamsDep, UpstreamSettings
-from mlpatterns.errors import BadGateway, GatewayTimeout, Unavailable
+from mlpatterns.errors import BadGateway, GatewayTimeout, PatternError, Unavailable
 from mlpatterns.logging import request_id
 from mlpatterns.runner.backing import free_port
 from mlpatterns.serving.service import create_service_app
@@ -193,3 +193,25 @@ def test_a_service_without_upstreams_has_no_client():
     app = create_service_app(HttpServiceSettings(), lambda router: None)
     with TestClient(app):
         assert not hasattr(app.state, "upstreams")
+
+
+def test_a_fan_out_names_the_dead_and_the_slow_backend_and_waits_for_neither(upstream, dead_url):
+    urls = {"fast": upstream.url + "/ok", "slow": upstream.url + "/slow?seconds=5", "dead": dead_url}
+
+    async def fan_out():
+        async with Upstreams(urls, SETTINGS) as upstreams:
+
+            async def call(name: str):
+                try:
+                    return await upstreams[name].get("", timeout=0.5)
+                except PatternError as failure:
+                    return failure.status_code, failure.detail
+
+            return dict(zip(urls, await asyncio.gather(*(call(name) for name in urls)), strict=True))
+
+    start = time.monotonic()
+    answers = asyncio.run(fan_out())
+    assert time.monotonic() - start < 1.5
+    assert answers["fast"] == {"ok": True}
+    assert answers["slow"] == (504, "upstream 'slow' did not answer within 0.5 s")
+    assert answers["dead"][0] == 503 and answers["dead"][1].startswith("upstream 'dead' is unavailable (")
