@@ -13,14 +13,21 @@ RUN pip install --no-cache-dir pipenv==2026.10.3 \
     && pipenv requirements --hash > requirements.txt \
     && pipenv requirements --hash --categories training > training.txt
 
+# Slim: the venv has no pip or setuptools of its own (the interpreter's pip installs into it with --python), no
+# packages' test suites, C sources, headers or type stubs, and not onnxruntime's offline tools (quantization,
+# transformer optimisers), which need onnx, a training package absent here; pip keeps no cache.
 FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH
 COPY --from=requirements /build/requirements.txt /build/training.txt /opt/requirements/
 RUN python -c 'import sys; sys.exit(None if sys.version_info >= (3, 11, 3) else "Python 3.11.3 or later is needed, not " + sys.version)' \
-    && python -m venv /opt/venv \
-    && pip install --no-cache-dir --require-hashes -r /opt/requirements/requirements.txt \
+    && python -m venv --without-pip /opt/venv \
+    && pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes -r /opt/requirements/requirements.txt \
+    && find /opt/venv -depth -type d -name tests -exec rm -rf {} + \
+    && find /opt/venv -type f \( -name '*.pyi' -o -name '*.pyx' -o -name '*.pxd' -o -name '*.c' -o -name '*.h' \) -delete \
+    && rm -r /opt/venv/lib/python3.*/site-packages/onnxruntime/transformers \
+        /opt/venv/lib/python3.*/site-packages/onnxruntime/quantization /opt/venv/lib/python3.*/site-packages/onnxruntime/tools \
     && useradd --system --uid 10001 --create-home app
 WORKDIR /app
 COPY mlpatterns mlpatterns

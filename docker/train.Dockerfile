@@ -4,6 +4,6 @@
 #   docker build -f docker/train.Dockerfile -t mlpatterns/train-base:0.1.0 .
 FROM mlpatterns/base:0.1.0
 USER 0
-RUN pip install --no-cache-dir --require-hashes -r /opt/requirements/training.txt
+RUN pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes -r /opt/requirements/training.txt
 # Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001
