@@ -2,16 +2,19 @@
 
 python -m mlpatterns.runner up chapter4_serving_patterns/web_single_pattern [--free-ports]
 python -m mlpatterns.runner demo [PATTERN ...]     # no pattern: every pattern that has a demo.py
+
+`up` runs until SIGINT (Ctrl-C), SIGTERM or SIGHUP (a closed terminal), then stops everything it started and
+exits 0; if a service exits and its restart policy stops the pattern (see mlpatterns/runner/run.py), it stops
+everything and exits 1. `demo` stops on the same signals.
 """
 
 import argparse
 import importlib
-import signal
 import sys
 from pathlib import Path
 
 from mlpatterns.demo import DemoClient
-from mlpatterns.runner.run import REPO_ROOT, RunnerError, run_pattern, stop_on_sigterm
+from mlpatterns.runner.run import REPO_ROOT, RunnerError, StopRequested, run_pattern, stop_on_signals
 
 
 def pattern_dirs() -> list[Path]:
@@ -23,16 +26,15 @@ def _module_name(pattern_dir: Path) -> str:
 
 
 def up(pattern: Path, free_ports: bool) -> int:
-    stop_on_sigterm()
     with run_pattern(pattern, free_ports=free_ports, echo=True) as run:
         for name, running in run.running.items():
             if running.port and running.process:
                 print(f"{name:>10} | ready at {run.url(name)}  (API docs: {run.url(name)}/docs)", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
         try:
-            signal.pause()
-        except KeyboardInterrupt:
-            print("\nstopping...", flush=True)
+            run.wait()  # until the supervisor stops the pattern: run_pattern then raises RunnerError
+        except StopRequested as stop:
+            print(f"\n{stop}: stopping...", flush=True)
     return 0
 
 
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser = commands.add_parser("demo", help="start each pattern, send its example requests, stop it")
     demo_parser.add_argument("patterns", type=Path, nargs="*")
     args = parser.parse_args(argv)
+    stop_on_signals()
     try:
         if args.command == "up":
             return up(args.pattern, args.free_ports)
@@ -76,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunnerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except StopRequested as stop:  # during a start or a demo: everything started is stopped by now
+        print(f"\n{stop}: stopped", file=sys.stderr)
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Real Redis and PostgreSQL servers from the machine's binaries, private to one run, on free ports.
 
-Each keeps its data in a temporary directory that is removed when it stops; nothing touches a server that
-already runs on the machine's standard ports.
+Each keeps its data and its log (`server.log`, read by `tail()`) in a temporary directory that is removed when
+it stops; nothing touches a server that already runs on the machine's standard ports. Given the runner's
+Watchdog, a server and its directory are also stopped and removed if the runner itself dies.
 """
 
 import glob
@@ -17,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
+
+from mlpatterns.runner.watchdog import Watchdog, stop_groups
 
 
 class BackingError(RuntimeError):
@@ -45,12 +48,59 @@ def _wait(check, what: str, process: subprocess.Popen, timeout: float = 20.0) ->
     raise BackingError(f"{what} did not become ready within {timeout:.0f} s")
 
 
-class RedisServer:
-    def __init__(self, port: int):
+class _Server:
+    """What both servers share: a temporary directory holding the log, a process group, a stop signal."""
+
+    stop_signal = signal.SIGTERM
+
+    def __init__(self, port: int, watchdog: Watchdog | None = None):
         self.port = port
+        self.watchdog = watchdog
         self.process: subprocess.Popen | None = None
         self.directory = ""
+        self.stopped = False  # stopped on purpose: its exit is no failure
 
+    def _make_directory(self, prefix: str) -> None:
+        self.directory = tempfile.mkdtemp(prefix=prefix)
+        if self.watchdog:
+            self.watchdog.directory(self.directory)
+
+    def _spawn(self, command: list[str]) -> None:
+        with open(Path(self.directory, "server.log"), "ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches the runner, which stops us in order
+            )
+        if self.watchdog:
+            self.watchdog.group(self.process.pid, self.stop_signal)
+
+    def tail(self, lines: int = 20) -> list[str]:
+        """The last lines of the server's log."""
+        try:
+            text = Path(self.directory, "server.log").read_text(errors="replace")
+        except OSError:
+            return []
+        return text.splitlines()[-lines:]
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Signal the server's process group, wait until it is gone (SIGKILL after `grace` s), remove the
+        directory. PostgreSQL's backends lead groups of their own: its postmaster stops them before it exits."""
+        if self.stopped:
+            return
+        self.stopped = True
+        if self.process is not None:
+            stop_groups({self.process.pid: self.stop_signal}, grace)
+            self.process.wait()
+            if self.watchdog:
+                self.watchdog.forget(self.process.pid)
+        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.watchdog and self.directory:
+            self.watchdog.forget_directory(self.directory)
+
+
+class RedisServer(_Server):
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
@@ -59,9 +109,9 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if not binary:
             raise BackingError("redis-server is not installed: run `make setup` (Debian: apt-get install redis-server)")
-        self.directory = tempfile.mkdtemp(prefix="mlpatterns-redis-")
+        self._make_directory("mlpatterns-redis-")
         with _stopped_on_failure(self):
-            self.process = subprocess.Popen(
+            self._spawn(
                 [
                     binary,
                     "--port",
@@ -76,10 +126,7 @@ class RedisServer:
                     self.directory,
                     "--logfile",
                     "",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C in the terminal reaches the runner, which stops us in order
+                ]
             )
             _wait(self._ping, f"redis-server on port {self.port}", self.process)
         return self
@@ -91,10 +138,6 @@ class RedisServer:
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
-
-    def stop(self) -> None:
-        _terminate(self.process)
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def postgres_bindir() -> Path:
@@ -110,15 +153,11 @@ def postgres_bindir() -> Path:
     return Path(candidates[-1]).parent
 
 
-class PostgresServer:
+class PostgresServer(_Server):
     """initdb + postgres in a temporary directory. As root, the server runs as the `postgres` user."""
 
     superuser = "postgres"
-
-    def __init__(self, port: int):
-        self.port = port
-        self.process: subprocess.Popen | None = None
-        self.directory = ""
+    stop_signal = signal.SIGINT  # PostgreSQL's fast shutdown; SIGTERM would wait for every client to disconnect
 
     def _as_server_user(self) -> list[str]:
         if os.geteuid() != 0:
@@ -133,7 +172,7 @@ class PostgresServer:
     def start(self) -> "PostgresServer":
         bindir = postgres_bindir()
         prefix = self._as_server_user()
-        self.directory = tempfile.mkdtemp(prefix="mlpatterns-postgres-")
+        self._make_directory("mlpatterns-postgres-")
         with _stopped_on_failure(self):
             data, sockets = Path(self.directory, "data"), Path(self.directory, "sockets")
             data.mkdir()
@@ -160,7 +199,7 @@ class PostgresServer:
             )
             if initdb.returncode != 0:
                 raise BackingError(f"initdb failed: {initdb.stderr.strip()}")
-            self.process = subprocess.Popen(
+            self._spawn(
                 prefix
                 + [
                     str(bindir / "postgres"),
@@ -178,10 +217,7 @@ class PostgresServer:
                     "full_page_writes=off",
                     "-c",
                     "synchronous_commit=off",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
+                ]
             )
             _wait(self._accepts, f"PostgreSQL on port {self.port}", self.process)
         return self
@@ -207,11 +243,6 @@ class PostgresServer:
                 cursor.execute(f"CREATE DATABASE {_identifier(dbname)} OWNER {_identifier(user)}")
         connection.close()
 
-    def stop(self) -> None:
-        # SIGINT is PostgreSQL's "fast" shutdown; SIGTERM would wait for every client to disconnect.
-        _terminate(self.process, signal.SIGINT)
-        shutil.rmtree(self.directory, ignore_errors=True)
-
 
 @contextmanager
 def _stopped_on_failure(server):
@@ -227,15 +258,3 @@ def _identifier(name: str) -> str:
     if not name.replace("_", "").isalnum():
         raise BackingError(f"unsupported PostgreSQL name {name!r}: letters, digits and _ only")
     return f'"{name}"'
-
-
-def _terminate(process: subprocess.Popen | None, stop_signal: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-    """Stop a process we started, by its pid: a polite signal, then KILL if it lingers."""
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(stop_signal)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()

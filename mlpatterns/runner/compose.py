@@ -23,6 +23,7 @@ import yaml
 BACKING_IMAGES = ("redis", "postgres")
 DEFAULT_PORTS = {"redis": 6379, "postgres": 5432}  # where other services reach them inside compose
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
+RESTART = re.compile(r"no|always|unless-stopped|on-failure(:[0-9]+)?")
 
 # Accepted keys: None when the local runner implements the key, else why it is accepted with no local effect.
 TOP_LEVEL_KEYS = {
@@ -45,7 +46,7 @@ SERVICE_KEYS = {
     "image": None,  # a redis/postgres image selects the local binary; other images are Docker's
     "build": "local processes run this repository's source, not a built image",
     "pull_policy": "images are Docker's",
-    "restart": "accepted for now: a later issue implements restart policies locally",
+    "restart": None,  # the supervisor's policy for an exit: see mlpatterns/runner/run.py
     "volumes": "local processes share the file system; x-local can point paths at {run_dir}",
     "networks": "every local service listens on 127.0.0.1",
     "container_name": "local processes are named by their service",
@@ -54,7 +55,7 @@ SERVICE_KEYS = {
 DEPLOY_KEYS = {
     "replicas": None,
     "resources": "CPU and memory limits are enforced by the container runtime",
-    "restart_policy": "accepted for now: a later issue implements restart policies locally",
+    "restart_policy": "Swarm's; the local runner follows the service's `restart` key",
     "labels": "container metadata",
     "update_config": "rolling updates replace containers, which a local run does not have",
     "rollback_config": "rolling updates replace containers, which a local run does not have",
@@ -101,6 +102,12 @@ class Service:
     healthcheck: list[str] = field(default_factory=list)  # the command after "CMD"
     expose: list[int] = field(default_factory=list)  # target ports reached by other services only
     replicas: int = 1
+    restart: str = "no"  # no, always, unless-stopped, on-failure or on-failure:N
+
+    @property
+    def max_restarts(self) -> int | None:
+        """N of `on-failure:N`; None: no limit of its own (the supervisor's crash-loop limit still holds)."""
+        return int(self.restart.split(":")[1]) if ":" in self.restart else None
 
     @property
     def target_port(self) -> int | None:
@@ -374,12 +381,15 @@ def _service(name: str, raw, compose_file: Path, variables: Mapping[str, str], n
         ports = parse_ports(raw.get("ports"))
         expose = [int(str(port).split("/")[0]) for port in raw.get("expose") or []]
         replicas = int(deploy.get("replicas", 1))
+        restart = "no" if raw.get("restart", "no") is False else str(raw.get("restart", "no"))  # YAML's bare no
     except ComposeError:
         raise
     except (ValueError, TypeError, KeyError) as error:
         raise ComposeError(f"{where}: {error}") from None
     if replicas < 0:
         raise ComposeError(f"{where}: deploy.replicas must be 0 or more, not {replicas}")
+    if not RESTART.fullmatch(restart):
+        raise ComposeError(f"{where}: restart {restart!r} is none of no, always, unless-stopped, on-failure[:N]")
     if replicas > 1 and (ports or expose or kind != "process"):
         # Each replica would need its own address and callers a load balancer, which a local run has not.
         raise ComposeError(
@@ -396,6 +406,7 @@ def _service(name: str, raw, compose_file: Path, variables: Mapping[str, str], n
         healthcheck=_healthcheck(raw),
         expose=expose,
         replicas=replicas,
+        restart=restart,
     )
 
 

@@ -232,3 +232,17 @@ def test_replicas_are_read_and_refused_where_they_would_clash(tmp_path):
 def test_expose_gives_a_target_port_without_publishing(tmp_path):
     loaded = load_one(tmp_path, {**APP, "expose": ["9000"]})
     assert (loaded.target_port, loaded.published_port) == (9000, None)
+
+
+@pytest.mark.parametrize(
+    ("written", "policy", "limit"),
+    [(None, "no", None), (False, "no", None), ("always", "always", None), ("on-failure:3", "on-failure:3", 3)],
+)
+def test_restart_is_read_for_the_supervisor(tmp_path, written, policy, limit):
+    service = load_one(tmp_path, APP if written is None else {**APP, "restart": written})
+    assert (service.restart, service.max_restarts) == (policy, limit)
+
+
+def test_an_unknown_restart_policy_stops(tmp_path):
+    with pytest.raises(ComposeError, match=r"service 'app': restart 'on-failure:x' is none of no, always, unless-st"):
+        load_one(tmp_path, {**APP, "restart": "on-failure:x"})
