@@ -9,6 +9,7 @@ everything and exits 1. `demo` stops on the same signals.
 """
 
 import argparse
+import contextlib
 import importlib
 import sys
 from pathlib import Path
@@ -34,7 +35,8 @@ def up(pattern: Path, free_ports: bool) -> int:
         try:
             run.wait()  # until the supervisor stops the pattern: run_pattern then raises RunnerError
         except StopRequested as stop:
-            print(f"\n{stop}: stopping...", flush=True)
+            with contextlib.suppress(OSError):  # a closed terminal
+                print(f"\n{stop}: stopping...", flush=True)
     return 0
 
 

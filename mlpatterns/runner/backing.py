@@ -217,6 +217,10 @@ class PostgresServer(_Server):
                     "full_page_writes=off",
                     "-c",
                     "synchronous_commit=off",
+                    # Its dynamic shared memory as files in the data directory, not /dev/shm: a server that
+                    # crashes (or is killed) leaves nothing behind once the directory is removed.
+                    "-c",
+                    "dynamic_shared_memory_type=mmap",
                 ]
             )
             _wait(self._accepts, f"PostgreSQL on port {self.port}", self.process)

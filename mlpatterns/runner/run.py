@@ -286,11 +286,17 @@ class PatternRun:
             line = raw.decode(errors="replace").rstrip()
             running.log.append(f"{label} | {line}" if several else line)
             if self.echo:
-                print(f"\033[{colour}m{label:>10} |\033[0m {line}", flush=True)
+                self._print(f"\033[{colour}m{label:>10} |\033[0m {line}")
 
     def _say(self, name: str, message: str) -> None:
         if self.echo:
-            print(f"{name:>10} | {message}", flush=True)
+            self._print(f"{name:>10} | {message}")
+
+    def _print(self, text: str) -> None:
+        try:
+            print(text, flush=True)
+        except OSError:  # the terminal is gone (SIGHUP): keep draining the services' output, stop on, quietly
+            self.echo = False
 
     # -- waiting -----------------------------------------------------------------------------------------
     def _wait_for_dependencies(self, service: Service) -> None:
@@ -450,7 +456,7 @@ class PatternRun:
             report += "; its last log lines:\n" + "\n".join(f"    {line}" for line in lines)
         self.reports.append(report)
         if self.echo:
-            print(f"{running.label(index):>10} | {report}", flush=True)
+            self._print(f"{running.label(index):>10} | {report}")
         return report
 
     def _fail(self, reason: str) -> None:

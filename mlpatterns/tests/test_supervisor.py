@@ -7,6 +7,7 @@ is checked exactly; every pid seen (from the runner's output and /proc) is kille
 
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -59,7 +60,7 @@ def listening(port: int) -> bool:
 class Up:
     """`python -m mlpatterns.runner up PATTERN --free-ports` in a session of its own, its output read by a thread."""
 
-    def __init__(self, pattern: Path, ignore_sigint: bool = False):
+    def __init__(self, pattern: Path, ignore_sigint: bool = False, terminal: bool = False):
         # A directory of its own as TMPDIR, readable by the `postgres` user (pytest's tmp_path is not).
         self.tmpdir = tempfile.mkdtemp(prefix="supervisor-test-")
         os.chmod(self.tmpdir, 0o755)
@@ -72,22 +73,40 @@ class Up:
                 "os.execv(sys.argv[1], sys.argv[1:])",
                 *command,
             ]
-        self.process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            env={**os.environ, "TMPDIR": self.tmpdir},
-        )
+        env = {**os.environ, "TMPDIR": self.tmpdir}
+        self.terminal = None
+        if terminal:  # a terminal of its own (`setsid -c` makes it the controlling one), closed to hang up
+            self.terminal, child_end = os.openpty()
+            self.process = subprocess.Popen(["setsid", "-c", *command], stdin=child_end, stdout=child_end, env=env)
+            os.close(child_end)
+        else:
+            self.process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env
+            )
         self.lines: list[str] = []
         self.seen: set[int] = set()
+        self.hung_up = threading.Event()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
     def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line)
+        if self.terminal is None:
+            self.lines.extend(self.process.stdout)
+            return
+        # A read blocked on the terminal would keep it open after os.close: poll, and stop before it is closed.
+        while not self.hung_up.is_set():
+            if select.select([self.terminal], [], [], 0.1)[0]:
+                try:
+                    chunk = os.read(self.terminal, 65536)
+                except OSError:  # the runner has exited
+                    return
+                self.lines.append(chunk.decode(errors="replace").replace("\r\n", "\n"))
+
+    def hang_up(self) -> None:
+        """Close the terminal, as closing a terminal window does: SIGHUP, and output goes nowhere."""
+        self.hung_up.set()
+        self.reader.join()
+        os.close(self.terminal)
 
     @property
     def output(self) -> str:
@@ -115,6 +134,8 @@ class Up:
 
     def cleanup(self) -> None:
         """Whatever a failed test left: the runner, every process seen, the temporary directory."""
+        if self.terminal is not None and not self.hung_up.is_set():
+            self.hang_up()
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
@@ -166,6 +187,15 @@ def test_a_stop_signal_stops_every_process_port_and_directory(tmp_path, up, sign
     assert f"{signal.Signals(signum).name}: stopping..." in run.output
     assert "app | stopped" in run.output and "db | stopped" in run.output
     run.assert_nothing_left(timeout=2)  # stopped means gone: nothing may linger after the runner exits
+
+
+def test_closing_the_terminal_stops_everything(tmp_path, up):
+    run = up(write_pattern(tmp_path), terminal=True)
+    run.wait_for_output("Press Ctrl-C to stop.")
+    run.pids()
+    run.hang_up()
+    assert run.finish() == 0
+    run.assert_nothing_left(timeout=2)
 
 
 def web_with_backing(directory: Path) -> Path:
@@ -242,7 +272,9 @@ def test_a_postgres_that_dies_is_named_when_the_run_ends(tmp_path):
     with pytest.raises(RunnerError, match=r"db \(postgres\) exited with code .*its last log lines:"):
         with run_pattern(write_pattern(tmp_path)) as run:
             postmaster = run.running["db"].backing.process
-            os.kill(postmaster.pid, signal.SIGQUIT)  # immediate shutdown: as a crash looks to its clients
+            # Its fast shutdown, which leaves nothing behind (an immediate one or SIGKILL would leave a SysV
+            # shared memory segment): to the runner, any exit of a backing server is one too many.
+            os.kill(postmaster.pid, signal.SIGINT)
             wait_for(lambda: run.failure, timeout=10)
             assert run.reports[0].startswith("db (postgres) exited with code")
     assert not alive(postmaster.pid)
