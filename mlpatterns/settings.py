@@ -33,6 +33,12 @@ class HttpServiceSettings(BaseSettings):
     api_description: str = "machine learning system serving patterns"
     api_version: str = "0.1"
     max_body_bytes: int = Field(1_048_576, gt=0, description="Larger request bodies are refused with 413.")
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="A request body not all received this long after the app starts reading it: 408."
+    )
+    body_idle_timeout_seconds: float = Field(
+        10.0, gt=0, description="A request body of which nothing new arrives for this long: 408."
+    )
     log_level: str = "INFO"
     log_json: bool = Field(False, description="Log one JSON object per line instead of plain text.")
 

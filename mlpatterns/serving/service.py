@@ -10,7 +10,7 @@ from mlpatterns.client import Upstreams, UpstreamSettings
 from mlpatterns.errors import install_error_handlers
 from mlpatterns.logging import configure_logging
 from mlpatterns.metrics import metrics_response
-from mlpatterns.serving.middleware import BodySizeLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
+from mlpatterns.serving.middleware import MetricsMiddleware, RequestBodyMiddleware, RequestIdMiddleware
 from mlpatterns.settings import HttpServiceSettings
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager]
@@ -25,8 +25,9 @@ def create_service_app(
     **fastapi_options,
 ) -> FastAPI:
     """What every HTTP service of the project shares: logging to stdout, offline API docs, typed errors as
-    4xx, a body-size limit, Prometheus metrics on `/metrics`, and a request id on every request (from or to
-    `X-Request-ID`, in every log line). `add_routes` puts the service's own routes on the app's router (before
+    4xx, bounds on a request body's size and time (413, 408; a client gone mid-body counts as 499), Prometheus
+    metrics on `/metrics`, and a request id on every request (from or to `X-Request-ID`, in every log line).
+    `add_routes` puts the service's own routes on the app's router (before
     /metrics: routes are matched in order, and the service's are the busy ones).
 
     `upstreams` names the services this one calls, by base URL; the app's lifespan then opens one client for
@@ -53,7 +54,12 @@ def create_service_app(
     # router's routes twice per request, which costs about as much as the model call.
     add_routes(app.router)
     app.add_api_route("/metrics", metrics_response, include_in_schema=False)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestBodyMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout_seconds=settings.body_timeout_seconds,
+        idle_timeout_seconds=settings.body_idle_timeout_seconds,
+    )
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)  # outermost: whatever the layers inside log carries the id
     return app
