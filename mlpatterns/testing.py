@@ -77,10 +77,12 @@ class StartedPattern:
 
     def health_path(self, name: str) -> str:
         """The path the service's compose healthcheck polls (model_db's is /v0.1/health), else /health."""
-        for arg in self.run.running[name].service.healthcheck:
-            if arg.startswith("http://"):
+        check = self.run.running[name].service.healthcheck
+        for arg in check:
+            if arg.startswith(("http://", "https://")):
                 return "/" + arg.split("/", 3)[3]
-        return "/health"
+        paths = [arg for arg in check[1:] if arg.startswith("/")]  # `python -m mlpatterns.healthcheck /v0.1/health`
+        return paths[-1] if paths else "/health"
 
     def tail(self) -> str:
         return "\n".join(
