@@ -39,8 +39,11 @@ def _storable(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-Text = Annotated[str, AfterValidator(_storable_text)]
-Key = Annotated[str, StringConstraints(min_length=1, max_length=255), AfterValidator(_storable_text)]
+# No NUL, in the JSON Schema as a pattern too (the validator's own message says why); an unpaired surrogate is no
+# Unicode string at all, so JSON Schema has nothing to say about it.
+NO_NUL = Field(json_schema_extra={"pattern": "^[^\\u0000]*$"})
+Text = Annotated[str, AfterValidator(_storable_text), NO_NUL]
+Key = Annotated[str, StringConstraints(min_length=1, max_length=255), AfterValidator(_storable_text), NO_NUL]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_storable)]
 
 
@@ -125,5 +128,5 @@ class Page(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(100, ge=1, le=1000, description="At most this many rows (1 to 1000).")
-    offset: int = Field(0, ge=0, description="Rows to skip, in the order asked for.")
+    offset: int = Field(0, ge=0, le=2**63 - 1, description="Rows to skip, in the order asked for.")  # SQL's bigint
     order: Literal["asc", "desc"] = Field("asc", description="By creation time: oldest (asc) or newest (desc) first.")

@@ -7,41 +7,62 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from mlpatterns.settings import IRIS_SAMPLE
 
-# Strict: "1.5" (a string), true and null are type errors, not numbers; NaN and infinities are refused too.
-Feature = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+def feature(json_schema: dict | None = None):
+    """A number of an item. Strict: "1.5" (a string), true and null are type errors, not numbers; NaN and
+    infinities are refused too. `json_schema` adds to its JSON Schema only."""
+    return Annotated[float, Field(strict=True, allow_inf_nan=False, json_schema_extra=json_schema)]
 
 
-def first_error_only(item):
+def first_error_only(item, json_schema: dict | None = None):
     """A list type that stops at its first bad element: a bad 10,000-row batch, or an image of 3,072 numbers,
-    gets a 422 naming one error, not a megabyte of them (and validation stops early)."""
-    return Annotated[list[item], Field(fail_fast=True)]
+    gets a 422 naming one error, not a megabyte of them (and validation stops early). `json_schema` adds to the
+    list's JSON Schema only."""
+    return Annotated[list[item], Field(fail_fast=True, json_schema_extra=json_schema)]
 
 
-def predict_request(item_ndim: int, item_type=None) -> type[BaseModel]:
-    """The request body `{"data": [item, ...]}` of a model whose items have `item_ndim` axes: each item nested
-    lists of numbers that deep (1: a row of features; 3: an image, channels x rows x columns), or, where a
-    preprocess hook takes the items, its `item_type` (e.g. a base64 image, a string).
+def predict_request(
+    item_shape: int | tuple[int, ...], item_type=None, *, max_items: int | None = None, value_limit: float | None = None
+) -> type[BaseModel]:
+    """The request body `{"data": [item, ...]}` of a model whose items have the shape `item_shape` (or just that
+    many axes, when an int): each item nested lists of numbers that deep (1: a row of features; 3: an image,
+    channels x rows x columns), or, where a preprocess hook takes the items, its `item_type` (e.g. a base64
+    image, a string).
 
-    The depth is checked here, the exact item shape by the predictor against the model's input. Cached: one
-    class per kind of item, so the OpenAPI schema names each once."""
-    return _predict_request(item_ndim, item_type)  # positional: `cache` keys f(1) and f(1, None) apart
+    Validation checks the depth and the types; the exact item shape, the batch size (`max_items`) and the range
+    of the values (below `value_limit` in magnitude, the model's dtype) are checked by the data plane, whose messages
+    say what is wrong ("each row must have shape 4; got rows of shape 3") better than a list-length error would.
+    They are in the JSON Schema all the same (minItems/maxItems per axis, exclusive bounds), so the documented
+    contract is exactly what the service accepts; the validator, on the hot path, is the same either way.
+    Cached: one class per kind of item, so the OpenAPI schema names each once."""
+    shape = (-1,) * item_shape if isinstance(item_shape, int) else tuple(item_shape)
+    return _predict_request(shape, item_type, max_items, value_limit)  # positional: `cache` keys calls alike
 
 
 @cache
-def _predict_request(item_ndim: int, item_type) -> type[BaseModel]:
+def _predict_request(shape: tuple[int, ...], item_type, max_items: int | None, value_limit: float | None):
     if item_type is not None:
         item, name = item_type, "PredictEncodedRequest"
     else:
-        item, name = Feature, "PredictRequest" if item_ndim == 1 else f"PredictRequest{item_ndim}D"
-        for _ in range(item_ndim):
-            item = first_error_only(item)
+        bounds = None if value_limit is None else {"exclusiveMinimum": -value_limit, "exclusiveMaximum": value_limit}
+        item = feature(bounds)
+        for size in reversed(shape):  # innermost axis first
+            item = first_error_only(item, {"minItems": size, "maxItems": size} if size > 0 else None)
+        name = "PredictRequest" if len(shape) == 1 else f"PredictRequest{len(shape)}D"
     config = ConfigDict(extra="forbid")
-    if item_ndim == 1 and item_type is None:  # an example image would fill the docs page
+    # The iris example where it fits the model's rows (an example image would fill the docs page).
+    if item_type is None and len(shape) == 1 and shape[0] in (-1, len(IRIS_SAMPLE[0])):
         config["json_schema_extra"] = {"examples": [{"data": IRIS_SAMPLE}]}
+    batch = {"maxItems": max_items} if max_items is not None else None  # more: a 413, not a 422
     return create_model(
         name,
         __config__=config,
-        data=(list[item], Field(min_length=1, fail_fast=True, description="A batch; every item is predicted.")),
+        data=(
+            list[item],
+            Field(
+                min_length=1, fail_fast=True, json_schema_extra=batch, description="A batch; every item is predicted."
+            ),
+        ),
     )
 
 

@@ -5,6 +5,7 @@ exact message of each kind of bad input (the one copy of that table: patterns do
 import json
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import onnx
 import pytest
@@ -12,8 +13,7 @@ from fastapi.testclient import TestClient
 from onnx import TensorProto, helper
 
 from mlpatterns.predictor import OnnxPredictor
-from mlpatterns.serving.app import create_serving_app
-from mlpatterns.serving.schemas import predict_request
+from mlpatterns.serving.app import create_serving_app, request_model
 from mlpatterns.settings import ModelServingSettings
 
 ITEM_SHAPE = [2, 3]
@@ -57,7 +57,7 @@ def test_every_item_is_predicted(client):
 
 def test_the_fast_path_validates_with_the_routes_model_and_answers_as_the_standard_path(client, monkeypatch):
     calls = []
-    model = predict_request(len(ITEM_SHAPE))
+    model = request_model(client.app.state.plane)
     validate = model.model_validate_json
     monkeypatch.setattr(model, "model_validate_json", lambda body: calls.append(body) or validate(body))
     body = json.dumps({"data": ITEMS})
@@ -108,7 +108,6 @@ def iris():
 @pytest.mark.parametrize(
     "body, message",
     [
-        ("not json at all", "JSON decode error"),
         ("", "Field required"),
         ("{}", "Field required"),
         ("[[5.1, 3.5, 1.4, 0.2]]", "valid dictionary"),
@@ -160,3 +159,49 @@ def test_too_many_rows_is_a_413(iris):
     response = iris.post("/predict", json={"data": [[1, 2, 3, 4]] * 10_001})
     assert response.status_code == 413
     assert response.json() == {"detail": "data has 10001 rows; at most 10000 are accepted"}
+
+
+def test_a_body_that_is_not_json_is_a_400(iris):
+    """A syntax error, not a semantic one (HTTP's, nginx's and KServe's meaning); FastAPI alone answers 422."""
+    for body in ("not json at all", '{"data": [[5.1,'):
+        response = iris.post("/predict", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400, response.text
+        assert response.json()["detail"].startswith("JSON decode error at character ")
+
+
+def body_schema(client, path: str) -> dict:
+    """The request body's JSON Schema in the app's OpenAPI document, references resolvable."""
+    document = client.get("/openapi.json").json()
+    schema = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    return {**schema, "components": document["components"]}
+
+
+def test_the_request_schema_carries_the_models_item_shape(client, iris):
+    row = body_schema(iris, "/predict")["components"]["schemas"]["PredictRequest"]["properties"]["data"]["items"]
+    assert {key: row[key] for key in ("type", "minItems", "maxItems")} == {
+        "type": "array",
+        "minItems": 4,
+        "maxItems": 4,
+    }
+    for path in ("/predict", "/predict/label"):
+        schema = body_schema(iris, path)
+        jsonschema.validate({"data": [SETOSA]}, schema)
+        for refused in ({"data": [[]]}, {"data": [SETOSA[:3]]}, {"data": [[1e39, 3.5, 1.4, 0.2]]}):
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.validate(refused, schema)
+            assert iris.post(path, json=refused).status_code == 422
+    images = body_schema(client, "/predict")
+    jsonschema.validate({"data": ITEMS}, images)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"data": [[[1, 2, 3]]]}, images)  # a 1x3 item of a 2x3 model
+
+
+def test_every_error_status_is_documented_with_its_body(iris):
+    document = iris.get("/openapi.json").json()
+    responses = document["paths"]["/predict"]["post"]["responses"]
+    assert list(responses) == ["200", "400", "408", "413", "422"]
+    schemas = document["components"]["schemas"]
+    assert responses["413"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorMessage"}
+    assert schemas["InvalidRequest"]["properties"]["detail"]["anyOf"][0] == {"type": "string"}
+    assert "HTTPValidationError" not in schemas  # FastAPI's, whose `detail` is always a list
+    assert list(document["paths"]["/health"]["get"]["responses"]) == ["200"]  # no body, no parameters
