@@ -36,7 +36,7 @@ test: lint
 images: setup
 	@scripts/setup-images
 	@rm -f build/images/report.txt
-	MLPATTERNS_IMAGES=1 $(PYTHON) -m pytest -p no:cacheprovider tests/test_container_images.py; \
+	MLPATTERNS_IMAGES=1 $(PYTHON) -m pytest -s -p no:cacheprovider tests/test_container_images.py; \
 	  status=$$?; cat build/images/report.txt 2>/dev/null; exit $$status
 
 bench: setup

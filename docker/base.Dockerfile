@@ -1,8 +1,11 @@
-# The runtime every serving image starts from: Python, the locked [packages] (onnxruntime, numpy, the web stack;
-# no scikit-learn, scipy, onnx or torch) and the shared core `mlpatterns`, owned by a non-root user. Training
-# stages start from mlpatterns/train-base (docker/train.Dockerfile), which adds the lock's [training] category
-# from the hash-pinned list kept here in /opt/requirements. Build from the repository root:
-#   docker build -f docker/base.Dockerfile -t mlpatterns/base:0.1.0 .
+# The two shared bases, from one file, so the package layers of both come before the shared core and an edit of
+# `mlpatterns/` rebuilds only the last small layer of each. Build from the repository root:
+#   docker build -f docker/base.Dockerfile -t mlpatterns/base:0.1.0 .                       (serving)
+#   docker build -f docker/base.Dockerfile --target train -t mlpatterns/train-base:0.1.0 .  (training steps)
+# mlpatterns/base: Python, the locked [packages] (onnxruntime, numpy, the web stack; no scikit-learn, scipy, onnx
+# or torch) and the shared core, owned by a non-root user. Every serving image starts from it.
+# mlpatterns/train-base: the same plus the lock's [training] category (scikit-learn, skl2onnx, onnx, scipy), for
+# the training jobs and the model stages of the model-in-image builds; no serving image starts from it.
 # PYTHON_IMAGE: any Debian-based CPython 3.11.3 or later (the lock was made on 3.11.7; below 3.11.3 redis-py
 # needs async-timeout, which the lock does not hold). `make images` passes a stand-in where Docker Hub is out of reach.
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -16,7 +19,7 @@ RUN pip install --no-cache-dir pipenv==2026.10.3 \
 # Slim: the venv has no pip or setuptools of its own (the interpreter's pip installs into it with --python), no
 # packages' test suites, C sources, headers or type stubs, and not onnxruntime's offline tools (quantization,
 # transformer optimisers), which need onnx, a training package absent here; pip keeps no cache.
-FROM ${PYTHON_IMAGE}
+FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH
@@ -30,7 +33,14 @@ RUN python -c 'import sys; sys.exit(None if sys.version_info >= (3, 11, 3) else 
         /opt/venv/lib/python3.*/site-packages/onnxruntime/quantization /opt/venv/lib/python3.*/site-packages/onnxruntime/tools \
     && useradd --system --uid 10001 --create-home app
 WORKDIR /app
-COPY mlpatterns mlpatterns
 RUN mkdir models && chown app:app /app models
+
+FROM runtime AS train
+RUN pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes -r /opt/requirements/training.txt
+COPY mlpatterns mlpatterns
 # Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+USER 10001
+
+FROM runtime
+COPY mlpatterns mlpatterns
 USER 10001

@@ -13,7 +13,7 @@ NAME := $(notdir $(PATTERN))
 
 base:
 	docker build $(BASE_ARGS) -f $(ROOT)/docker/base.Dockerfile -t $(BASE_IMAGE) $(ROOT)
-	docker build -f $(ROOT)/docker/train.Dockerfile -t $(TRAIN_BASE_IMAGE) $(ROOT)
+	docker build $(BASE_ARGS) -f $(ROOT)/docker/base.Dockerfile --target train -t $(TRAIN_BASE_IMAGE) $(ROOT)
 
 build: base
 	$(COMPOSE) build

@@ -52,9 +52,9 @@ from mlpatterns.runner.compose import Service, interpolate, load_services, parse
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build"
 DEFAULT_PYTHON_IMAGE = "python:3.11-slim"
-BASES = [  # every pattern image starts from one of these (and the Python image)
-    ("mlpatterns/base:0.1.0", "docker/base.Dockerfile"),
-    ("mlpatterns/train-base:0.1.0", "docker/train.Dockerfile"),
+BASES = [  # every pattern image starts from one of these (and the Python image): (tag, Dockerfile, target)
+    ("mlpatterns/base:0.1.0", "docker/base.Dockerfile", None),
+    ("mlpatterns/train-base:0.1.0", "docker/base.Dockerfile", "train"),
 ]
 VERSION = "0.1.0"
 LABEL = "io.mlpatterns.images-tier"  # on every container and volume the tier creates
@@ -134,6 +134,14 @@ class PrivateDaemon:
         self.pidfile = directory / "dockerd.pid"
         self.process: subprocess.Popen | None = None
 
+    def _unmount_leftovers(self) -> None:
+        """dockerd leaves its network namespace mounted under the exec root: unmount what is ours, so that
+        `make clean` can remove build/."""
+        ours = (str(self.exec_root) + "/", str(self.data_root) + "/")
+        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+        for mount in sorted((m for m in mounts if m.startswith(ours)), reverse=True):
+            subprocess.run(["umount", "--lazy", mount], capture_output=True)
+
     @property
     def host(self) -> str:
         return f"unix://{self.socket}"
@@ -192,6 +200,9 @@ class PrivateDaemon:
         if self.process is None:
             return
         if self.process.poll() is None:
+            # Images that newer builds replaced (dangling) go; the layers of the current ones stay as the cache.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                Docker(self.host)("image", "prune", "--force", check=False, timeout=120)
             self.process.terminate()
             try:
                 self.process.wait(30)
@@ -200,6 +211,7 @@ class PrivateDaemon:
                 self.process.wait(10)
         say(f"stopped the private dockerd (pid {self.process.pid})")
         self.process = None
+        self._unmount_leftovers()
         if self.exec_root.parent != self.directory:
             shutil.rmtree(self.exec_root, ignore_errors=True)
 
@@ -238,19 +250,24 @@ def remove_ours(docker: Docker) -> None:
 # --- the Python base image ------------------------------------------------------------------------------
 
 
+STANDIN_NOTE = ""  # the one line that says a stand-in replaces python:3.11-slim, when it does
+
+
 def python_base(docker: Docker) -> str:
     """`python:3.11-slim` where it is present or can be pulled, else the stand-in (built once, then cached)."""
     if docker.has_image(DEFAULT_PYTHON_IMAGE):
         return DEFAULT_PYTHON_IMAGE
-    pulled = docker("pull", DEFAULT_PYTHON_IMAGE, check=False, timeout=600)
+    pulled = docker("pull", DEFAULT_PYTHON_IMAGE, check=False, timeout=300)
     if pulled.returncode == 0:
         return DEFAULT_PYTHON_IMAGE
     reason = tail(pulled.stderr or pulled.stdout, 1).removeprefix("Error response from daemon: ")[:120]
     tag = standin_tag()
-    say(
+    global STANDIN_NOTE
+    STANDIN_NOTE = (
         f"{DEFAULT_PYTHON_IMAGE} cannot be pulled ({reason}): building with the stand-in {tag} "
         f"(Debian bookworm + this machine's CPython {python_version()} and CA bundle)"
     )
+    say(STANDIN_NOTE)
     if not docker.has_image(tag):
         build_standin(docker, tag)
     return tag
@@ -507,7 +524,7 @@ def build(docker: Docker, image: Image, build_args: dict[str, str]) -> None:
 
 def build_bases(docker: Docker, build_args: dict[str, str]) -> list[Image]:
     """The shared bases, in order: serving (the locked [packages]) and training (plus [training])."""
-    bases = [Image(tag, "docker", dockerfile) for tag, dockerfile in BASES]
+    bases = [Image(tag, "docker", dockerfile, target) for tag, dockerfile, target in BASES]
     for base in bases:
         build(docker, base, build_args)
     return bases
@@ -833,7 +850,7 @@ class Tier:
         return report
 
     def summary(self, reports: list[PatternReport]) -> list[str]:
-        out = [f"python base: {self.python_image}"]
+        out = [STANDIN_NOTE or f"python base: {self.python_image}"]
         out += [f"base {b.tag:<47} {b.size / 1e6:6.0f} MB  built in {b.build_seconds:5.1f} s" for b in self.bases]
         for report in reports:
             out += report.lines()
