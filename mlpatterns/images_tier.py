@@ -200,9 +200,7 @@ class PrivateDaemon:
         if self.process is None:
             return
         if self.process.poll() is None:
-            # Images that newer builds replaced (dangling) go; the layers of the current ones stay as the cache.
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                Docker(self.host)("image", "prune", "--force", check=False, timeout=120)
+            # No `image prune`: the untagged results of stages used only by COPY --from are the cache too.
             self.process.terminate()
             try:
                 self.process.wait(30)
