@@ -419,7 +419,13 @@ def wheel_index() -> Iterator[str | None]:
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
+    # The URL is a build argument, and so part of the layer cache's key: the same port each run (one per checkout)
+    # keeps the torch layers cached; a free one only where that port is taken.
+    preferred = 20000 + int(hashlib.sha256(str(ROOT).encode()).hexdigest(), 16) % 10000
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", preferred), Index)
+    except OSError:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
