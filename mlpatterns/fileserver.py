@@ -40,6 +40,20 @@ class ReadOnlyFiles(SimpleHTTPRequestHandler):
             return
         super().do_GET()
 
+    def refuse_method(self):
+        """A read-only store: any other method is a 405 naming the allowed ones (http.server's default is 501)."""
+        body = b'{"detail":"method not allowed: the model repository is read-only (GET, HEAD)"}'
+        self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+        self.send_header("Allow", "GET, HEAD")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")  # a request body, if any, is not read
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = refuse_method
+
     def log_message(self, format, *args):
         logger.info("%s %s", self.address_string(), format % args)
 

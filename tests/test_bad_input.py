@@ -29,11 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PATTERNS = sorted(compose.parent for compose in REPO_ROOT.glob("chapter*/*/docker-compose.yml"))
 
 # (pattern, service, route, case) -> why it fails today. Each is an xfail that fails once the service is fixed.
-KNOWN_FAILURES = {
-    ("model_load_pattern", "repository", "POST /health", "wrong method"): (
-        "mlpatterns.fileserver (http.server) answers a method it has no handler for with 501, not 405"
-    ),
-}
+KNOWN_FAILURES: dict[tuple[str, str, str, str], str] = {}  # (pattern, service, route, case) -> why it fails
 
 # (body, status or None for any 4xx, a text the detail must contain or None)
 Probe = tuple[bytes, int | None, str | None]
