@@ -38,6 +38,7 @@ import httpx
 import pytest
 
 from mlpatterns.runner import PatternRun, run_pattern
+from mlpatterns.runner.backing import RedisServer, free_port
 
 LOG_LINES = 40  # of each service, in the report of a failed test
 MAX_ERROR_BYTES = 4096  # a longer error answer is no clear message (one error per bad value of a batch)
@@ -122,6 +123,16 @@ def pattern(request) -> Iterator[StartedPattern]:
         pytest.fail(f"{request.module.__name__} uses the `pattern` fixture: set PATTERN to the pattern's directory")
     with start_pattern(request.module.PATTERN) as started:
         yield started
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A private redis-server on a free port for the module's tests (core pieces that use Redis directly)."""
+    server = RedisServer(free_port()).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -17,13 +17,6 @@ from mlpatterns.settings import HttpServiceSettings
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(scope="module")
-def redis_url():
-    server = RedisServer(free_port()).start()
-    yield server.url
-    server.stop()
-
-
 @pytest.fixture
 def stopped_redis_url():
     """The URL of a Redis that was there and has stopped."""

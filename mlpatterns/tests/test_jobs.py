@@ -21,13 +21,6 @@ from mlpatterns.settings import HttpServiceSettings
 _names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def redis_url():
-    server = RedisServer(free_port()).start()
-    yield server.url
-    server.stop()
-
-
 @pytest.fixture
 def settings(redis_url) -> QueueSettings:
     """A queue of its own for each test."""

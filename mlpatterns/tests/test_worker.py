@@ -18,17 +18,10 @@ import redis
 
 from mlpatterns.jobs import Job, JobQueue, Keys, QueueSettings, read_stats
 from mlpatterns.redis_store import sync_client
-from mlpatterns.runner.backing import RedisServer, free_port
+from mlpatterns.runner.backing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 _names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def redis_url():
-    server = RedisServer(free_port()).start()
-    yield server.url
-    server.stop()
 
 
 @pytest.fixture
