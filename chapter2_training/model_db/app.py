@@ -3,7 +3,6 @@
 The schema is not touched here: `migrate.py` brings it up to date once, before any worker starts.
 """
 
-import logging
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request
@@ -14,8 +13,6 @@ from chapter2_training.model_db.routes import api_router, health
 from chapter2_training.model_db.settings import ModelDbSettings
 from mlpatterns.db import create_db_engine, session_factory
 from mlpatterns.serving.service import create_service_app
-
-logger = logging.getLogger(__name__)
 
 
 async def _data_refused(request: Request, exc: Exception) -> JSONResponse:

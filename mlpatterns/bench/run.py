@@ -27,7 +27,7 @@ import orjson
 from mlpatterns.bench.cpu import CpuMeter, CpuShare
 from mlpatterns.bench.wrk import Load, WrkMissing, ensure_wrk, run_wrk
 from mlpatterns.predictor import OnnxPredictor
-from mlpatterns.runner.run import REPO_ROOT, RunnerError, run_pattern, stop_on_sigterm
+from mlpatterns.runner.run import REPO_ROOT, RunnerError, run_pattern, stop_on_signals
 from mlpatterns.settings import IRIS_SAMPLE, ModelServingSettings
 
 ECHO = Path(__file__).parent  # its docker-compose.yml: the echo floor as a one-service "pattern"
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     except WrkMissing as error:
         print(error, file=sys.stderr)
         return 2
-    stop_on_sigterm()
+    stop_on_signals()
     name = args.pattern.resolve().name
 
     print(f"{name}: starting the pattern and the echo floor...", flush=True)

@@ -532,9 +532,6 @@ def stop_on_signals() -> None:
         signal.signal(signum, _on_signal)
 
 
-stop_on_sigterm = stop_on_signals  # its former name (mlpatterns.bench uses it)
-
-
 @contextmanager
 def run_pattern(
     pattern_dir: str | Path,

@@ -66,9 +66,6 @@ def _predict_request(shape: tuple[int, ...], item_type, max_items: int | None, v
     )
 
 
-PredictRequest = predict_request(1)  # tabular rows: {"data": [[f, f, f, f], ...]}
-
-
 class ScoresResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"prediction": [[0.971, 0.016, 0.013]]}]})
 
