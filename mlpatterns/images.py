@@ -14,11 +14,16 @@ import base64
 import binascii
 import io
 import warnings
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from mlpatterns.errors import InvalidInput
+
+# One held-out test digit per class (PNG, 32x32 RGB), shipped so that a serving image without scikit-learn has
+# them: /predict/test, demos and tests of the image patterns. `python -m mlpatterns.training.images samples`.
+SAMPLE_DIGITS = Path(__file__).parent / "data" / "digits"
 
 
 class ImagePreprocessor:
@@ -100,3 +105,10 @@ def encode_png(image: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def sample_digits() -> dict[str, str]:
+    """{"0": base64 PNG, ..., "9": ...}: the shipped held-out digits, one per class, as requests carry them."""
+    return {
+        path.stem: base64.b64encode(path.read_bytes()).decode("ascii") for path in sorted(SAMPLE_DIGITS.glob("*.png"))
+    }

@@ -2,13 +2,16 @@
 
 import base64
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from mlpatterns.errors import InvalidInput
-from mlpatterns.images import ImagePreprocessor, encode_png
+from mlpatterns.images import ImagePreprocessor, encode_png, sample_digits
+from mlpatterns.predictor import OnnxPredictor
+from mlpatterns.training import images as training_images
 
 
 def encoded(image: Image.Image, fmt: str = "PNG") -> str:
@@ -66,3 +69,12 @@ def test_mean_and_std_normalise_per_channel():
 def test_a_bad_image_is_invalid_input_naming_the_item(item, message):
     with pytest.raises(InvalidInput, match=message):
         ImagePreprocessor((3, 32, 32), max_pixels=1024)([item])
+
+
+def test_the_shipped_sample_digits_are_the_generated_ones_and_the_digits_model_reads_each_right():
+    shipped = sample_digits()
+    assert list(shipped) == [str(d) for d in range(10)]
+    for name, image in training_images.sample_digits().items():
+        assert shipped[name] == encode_png(image), f"{name}.png differs: python -m mlpatterns.training.images samples"
+    predicted = OnnxPredictor(Path("models/cifar10/model.onnx")).predict(ImagePreprocessor()(list(shipped.values())))
+    assert predicted.classes.tolist() == list(range(10))

@@ -5,6 +5,7 @@ and replicated to 3 channels; real CIFAR-10 is read from its python batches in a
 A split data set on disk is one directory: `train.npz`, `val.npz`, `test.npz` and `dataset.json`.
 """
 
+import base64
 import hashlib
 import json
 import pickle
@@ -156,3 +157,31 @@ def read_description(directory: Path) -> dict:
 def read_split(directory: Path, name: str) -> ImageSet:
     with np.load(Path(directory) / f"{name}.npz") as arrays:
         return ImageSet(arrays["images"], arrays["labels"])
+
+
+def sample_digits(seed: int = 0, test_size: float = 0.15) -> dict[str, np.ndarray]:
+    """One held-out test image per digit class, the most typical one (nearest its class's training mean), from
+    the pipeline's default split: the images that ship in `mlpatterns/data/digits/` for the image patterns'
+    /predict/test, demos and tests. Chosen without the model, so no model picks its own easy examples."""
+    splits, classes = make_splits(None, 0.15, test_size, seed)
+    train, test = splits["train"], splits["test"]
+    samples = {}
+    for label, name in enumerate(classes):
+        mean = train.images[train.labels == label].astype(np.float64).mean(axis=0)
+        candidates = test.images[test.labels == label]
+        distances = ((candidates.astype(np.float64) - mean) ** 2).sum(axis=(1, 2, 3))
+        samples[name] = candidates[int(np.argmin(distances))]
+    return samples
+
+
+if __name__ == "__main__":  # python -m mlpatterns.training.images samples: (re)write the shipped digit PNGs
+    import sys
+
+    from mlpatterns.images import SAMPLE_DIGITS, encode_png
+
+    if sys.argv[1:] != ["samples"]:
+        raise SystemExit("usage: python -m mlpatterns.training.images samples")
+    SAMPLE_DIGITS.mkdir(parents=True, exist_ok=True)
+    for name, image in sample_digits().items():
+        (SAMPLE_DIGITS / f"{name}.png").write_bytes(base64.b64decode(encode_png(image)))
+    print(f"wrote {len(list(SAMPLE_DIGITS.glob('*.png')))} digit images to {SAMPLE_DIGITS}")
