@@ -76,5 +76,7 @@ def test_the_shipped_sample_digits_are_the_generated_ones_and_the_digits_model_r
     assert list(shipped) == [str(d) for d in range(10)]
     for name, image in training_images.sample_digits().items():
         assert shipped[name] == encode_png(image), f"{name}.png differs: python -m mlpatterns.training.images samples"
-    predicted = OnnxPredictor(Path("models/cifar10/model.onnx")).predict(ImagePreprocessor()(list(shipped.values())))
+    predicted = (
+        OnnxPredictor(Path("models/cifar10/model.onnx")).load().predict(ImagePreprocessor()(list(shipped.values())))
+    )
     assert predicted.classes.tolist() == list(range(10))
