@@ -4,6 +4,9 @@
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)
 BASE_IMAGE := mlpatterns/base:0.1.0
 TRAIN_BASE_IMAGE := mlpatterns/train-base:0.1.0
+# A pattern that serves the digits CNN sets DIGITS_MODEL := 1 and copies the model from this image (trained
+# once by chapter2_training/cifar10's pipeline): COPY --from=mlpatterns/cifar10_model:0.1.0 /app/models/cifar10 ...
+DIGITS_MODEL_IMAGE := mlpatterns/cifar10_model:0.1.0
 # PYTHON_IMAGE=<image> builds the bases on another CPython 3.11.3+ image than python:3.11-slim.
 BASE_ARGS := $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE))
 COMPOSE := docker compose -f docker-compose.yml
@@ -14,6 +17,9 @@ NAME := $(notdir $(PATTERN))
 base:
 	docker build $(BASE_ARGS) -f $(ROOT)/docker/base.Dockerfile -t $(BASE_IMAGE) $(ROOT)
 	docker build $(BASE_ARGS) -f $(ROOT)/docker/base.Dockerfile --target train -t $(TRAIN_BASE_IMAGE) $(ROOT)
+ifdef DIGITS_MODEL
+	docker build $(BASE_ARGS) -f $(ROOT)/chapter2_training/cifar10/Dockerfile --target model -t $(DIGITS_MODEL_IMAGE) $(ROOT)
+endif
 
 build: base
 	$(COMPOSE) build

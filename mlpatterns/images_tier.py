@@ -55,6 +55,8 @@ DEFAULT_PYTHON_IMAGE = "python:3.11-slim"
 BASES = [  # every pattern image starts from one of these (and the Python image): (tag, Dockerfile, target)
     ("mlpatterns/base:0.1.0", "docker/base.Dockerfile", None),
     ("mlpatterns/train-base:0.1.0", "docker/base.Dockerfile", "train"),
+    # the digits CNN, trained once by cifar10's own pipeline: image patterns COPY --from it
+    ("mlpatterns/cifar10_model:0.1.0", "chapter2_training/cifar10/Dockerfile", "model"),
 ]
 VERSION = "0.1.0"
 LABEL = "io.mlpatterns.images-tier"  # on every container and volume the tier creates
@@ -527,7 +529,7 @@ def build(docker: Docker, image: Image, build_args: dict[str, str]) -> None:
 
 
 def build_bases(docker: Docker, build_args: dict[str, str]) -> list[Image]:
-    """The shared bases, in order: serving (the locked [packages]) and training (plus [training])."""
+    """The shared bases, in order: serving (the locked [packages]), training (plus [training]), the digits model."""
     bases = [Image(tag, "docker", dockerfile, target) for tag, dockerfile, target in BASES]
     for base in bases:
         build(docker, base, build_args)
@@ -823,7 +825,8 @@ class Tier:
         self.python_image = python_base(self.docker)
         if self.python_image != DEFAULT_PYTHON_IMAGE:
             self.build_args["PYTHON_IMAGE"] = self.python_image
-        self.bases = build_bases(self.docker, self.build_args)
+        with wheel_index() as index:  # the digits model's stage installs torch
+            self.bases = build_bases(self.docker, {**self.build_args, **({"TORCH_INDEX_URL": index} if index else {})})
 
     def check_pattern(self, pattern: str) -> PatternReport:
         """Build the pattern's images; run its compose topology and its other one-shot images; check them."""
