@@ -3,6 +3,10 @@
 1. /predict of the pattern, started by the local runner on free ports, under wrk at 1 and 32 connections;
 2. the echo floor: a minimal FastAPI JSON echo on the same server stack and worker count, same load;
 3. the model floor: the same ONNX model called in this process (one row; a 1000-row batch).
+What to load comes from the pattern's compose file, a top-level `x-bench` (every key optional):
+    x-bench: {service: proxy, path: /predict/label, body: {"data": [...]}, model: models/cifar10/model.onnx}
+By default: the service `web`, POST /predict, the first row of its /metadata sample, the service's MODEL_PATH.
+Image items (base64 strings) are decoded once before the model floor, which measures the model alone.
 The two servers are loaded in turn, round after round, so a slow spell of a shared machine hits both alike;
 each figure is the median of the rounds. Prints a table and the ratios that matter, and writes them as
 markdown to build/bench/<pattern>.md.
@@ -23,9 +27,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import orjson
+import yaml
 
 from mlpatterns.bench.cpu import CpuMeter, CpuShare
 from mlpatterns.bench.wrk import Load, WrkMissing, ensure_wrk, run_wrk
+from mlpatterns.images import ImagePreprocessor
 from mlpatterns.predictor import OnnxPredictor
 from mlpatterns.runner.run import REPO_ROOT, RunnerError, run_pattern, stop_on_signals
 from mlpatterns.settings import IRIS_SAMPLE, ModelServingSettings
@@ -85,10 +91,21 @@ def summarize(done: list[tuple[Load, CpuShare]]) -> Figures:
     )
 
 
+def bench_spec(pattern: Path) -> dict:
+    """The pattern's `x-bench` (module docstring), checked: a misspelt key stops the bench instead of being ignored."""
+    spec = yaml.safe_load((pattern / "docker-compose.yml").read_text()).get("x-bench") or {}
+    unknown = set(spec) - {"service", "path", "body", "model"}
+    if unknown:
+        raise RunnerError(f"{pattern}: x-bench has unknown keys {sorted(unknown)} (service, path, body, model)")
+    return spec
+
+
 def model_floor(model_path: Path, sample: list, seconds: float) -> tuple[float, float]:
     """onnxruntime's own run() on the served model, set up as the predictor does: (1-row calls/s, batch rows/s)."""
     predictor = OnnxPredictor(REPO_ROOT / model_path).load()
     outputs = [predictor.score_output] + ([predictor.class_output] if predictor.class_output else [])
+    if isinstance(sample[0], str):  # base64 images: decoded here, so the floor is the model alone
+        sample = ImagePreprocessor(shape=tuple(predictor.feature_shape))(sample[:1])
     one_row = predictor.check(sample[:1])
     batch = np.repeat(one_row, BATCH_ROWS, axis=0)
 
@@ -108,8 +125,8 @@ def model_floor(model_path: Path, sample: list, seconds: float) -> tuple[float, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlpatterns.bench", description=__doc__.splitlines()[0])
     parser.add_argument("pattern", type=Path, help="a serving pattern directory")
-    parser.add_argument("--service", default="web", help="the compose service that serves the path (default: web)")
-    parser.add_argument("--path", default="/predict")
+    parser.add_argument("--service", help="the compose service that serves the path (default: x-bench's, or web)")
+    parser.add_argument("--path", help="the path to POST to (default: x-bench's, or /predict)")
     parser.add_argument("--seconds", type=float, default=5.0, help="per run (default: 5)")
     parser.add_argument("--rounds", type=int, default=3, help="runs per server and concurrency (default: 3)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds per server before the runs (default: 2)")
@@ -126,13 +143,20 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{name}: starting the pattern and the echo floor...", flush=True)
     try:
+        spec = bench_spec(args.pattern)
+        args.service = args.service or spec.get("service", "web")
+        args.path = args.path or spec.get("path", "/predict")
         with run_pattern(args.pattern, free_ports=True) as run:
             if args.service not in run.running:
                 raise RunnerError(f"{name} has no service {args.service!r} (it has {', '.join(run.running)})")
             running = run.running[args.service]
             base = run.url(args.service)
-            sample = httpx.get(base + "/metadata", timeout=5).json().get("data_sample", IRIS_SAMPLE)
-            body = orjson.dumps({"data": sample[:1]})
+            if "body" in spec:
+                body = orjson.dumps(spec["body"])
+                sample = spec["body"]["data"]
+            else:
+                sample = httpx.get(base + "/metadata", timeout=5).json().get("data_sample", IRIS_SAMPLE)
+                body = orjson.dumps({"data": sample[:1]})
             workers = running.service.environment.get("WORKERS")
             with run_pattern(ECHO, overrides={"echo": {"WORKERS": workers}} if workers else None) as floor:
                 # Runner processes lead their own sessions: a pid is its process group id.
@@ -141,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                     Target(f"POST {args.path} ({name})", base + args.path, running.process.pid),
                     Target("FastAPI JSON echo (floor)", floor.url("echo") + "/echo", echo.process.pid),
                 ]
-                print(f"loading both with {body.decode()}, {args.rounds} rounds of {args.seconds:g} s", flush=True)
+                print(f"loading both with {shown(body)}, {args.rounds} rounds of {args.seconds:g} s", flush=True)
                 figures = measure(targets, body, args.seconds, args.warmup, args.rounds)
     except RunnerError as error:
         print(error, file=sys.stderr)
@@ -149,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the servers are stopped", file=sys.stderr)
         return 130
-    model_path = ModelServingSettings.model_validate(running.service.environment).model_path
+    model_path = spec.get("model") or ModelServingSettings.model_validate(running.service.environment).model_path
     print(f"model floor: {model_path} in process...", flush=True)
-    calls_per_s, rows_per_s = model_floor(model_path, sample, min(args.seconds, 3.0))
+    calls_per_s, rows_per_s = model_floor(Path(model_path), sample, min(args.seconds, 3.0))
 
     report = render(args, name, workers, body, [t.label for t in targets], figures, calls_per_s, rows_per_s)
     print("\n" + report)
@@ -202,7 +226,7 @@ def render(
         f"- machine: nproc {len(os.sched_getaffinity(0))}, {_cpu_model()}, Linux {platform.release()}, "
         f"Python {platform.python_version()}",
         f"- server: gunicorn + uvicorn workers (mlpatterns.serving.gunicorn_conf), {workers or 'default'} workers",
-        f"- load: {wrk_version}, 1 thread, loopback, body `{body.decode()}`; each figure is the median of "
+        f"- load: {wrk_version}, 1 thread, loopback, body `{shown(body)}`; each figure is the median of "
         f"{args.rounds} runs of {args.seconds:g} s, the two servers loaded in turn, "
         f"after a {args.warmup:g} s warm-up",
         f"- other processes used up to {other:.0%} of the machine's CPU during a run"
@@ -223,6 +247,12 @@ def render(
         "",
     ]
     return "\n".join(lines)
+
+
+def shown(body: bytes, limit: int = 100) -> str:
+    """The body as the report prints it: an image's base64 is cut short."""
+    text = body.decode()
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(body):,} bytes)"
 
 
 def _cpu_model() -> str:
