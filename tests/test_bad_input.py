@@ -17,16 +17,15 @@ import re
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from mlpatterns.runner.run import pattern_dirs
 from mlpatterns.testing import StartedPattern, assert_healthy, assert_refused, start_pattern
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PATTERNS = sorted(compose.parent for compose in REPO_ROOT.glob("chapter*/*/docker-compose.yml"))
+PATTERNS = pattern_dirs()
 
 # (pattern, service, route, case) -> why it fails today. Each is an xfail that fails once the service is fixed.
 KNOWN_FAILURES: dict[tuple[str, str, str, str], str] = {}  # (pattern, service, route, case) -> why it fails

@@ -21,10 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mlpatterns.runner.run import pattern_dirs
 from mlpatterns.testing import StartedPattern, start_pattern
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PATTERNS = sorted(compose.parent for compose in REPO_ROOT.glob("chapter*/*/docker-compose.yml"))
+PATTERNS = pattern_dirs()
 ST = Path(sys.executable).with_name("st")
 
 MAX_EXAMPLES = 10  # per operation and generation mode, in the fuzzing phase

@@ -15,11 +15,7 @@ import sys
 from pathlib import Path
 
 from mlpatterns.demo import DemoClient
-from mlpatterns.runner.run import REPO_ROOT, RunnerError, StopRequested, run_pattern, stop_on_signals
-
-
-def pattern_dirs() -> list[Path]:
-    return sorted(p.parent for p in REPO_ROOT.glob("chapter*/*/docker-compose.yml"))
+from mlpatterns.runner.run import REPO_ROOT, RunnerError, StopRequested, pattern_dirs, run_pattern, stop_on_signals
 
 
 def _module_name(pattern_dir: Path) -> str:

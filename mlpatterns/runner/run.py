@@ -525,6 +525,12 @@ def _signals_deferred(drop: bool = False):
                 raise StopRequested(signum)
 
 
+def pattern_dirs() -> list[Path]:
+    """Every pattern: a directory `chapter*/*` with a docker-compose.yml (the runner, the demo and the
+    repository-wide tests all find patterns this way)."""
+    return sorted(compose.parent for compose in REPO_ROOT.glob("chapter*/*/docker-compose.yml"))
+
+
 def stop_on_signals() -> None:
     """SIGINT, SIGTERM and SIGHUP (a closed terminal) stop the run: the services are stopped on the way out.
     Installed explicitly, also when SIGINT was ignored at start (`make up &` in a non-interactive shell)."""
