@@ -20,7 +20,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlpatterns.dataplane import Answer, DataPlane
-from mlpatterns.errors import NotFound
+from mlpatterns.errors import NotFound, PayloadTooLarge
 from mlpatterns.images import ImagePreprocessor, sample_digits
 from mlpatterns.predictor import OnnxPredictor
 from mlpatterns.serving.app import json_response
@@ -189,7 +189,10 @@ def add_routes(router: APIRouter, plane: DataPlane, settings: SynchronousSetting
         return {"health": "ok"}
 
     async def predict(request: PredictRequest):
-        answer = await plane.predict_async(request.images())
+        images = request.images()
+        if len(images) > plane.max_items:
+            raise PayloadTooLarge(f"{len(images)} images in one request; at most {plane.max_items} are accepted")
+        answer = await plane.predict_async(images)
         key = "predictions" if request.instances is not None else "outputs"
         return json_response({key: output(answer, request.signature_name)})
 
