@@ -148,7 +148,7 @@ def generate(
     if project.exists() and not force:
         raise TemplateError(f"{project} exists: choose another name or --out, or give --force to overwrite its files")
     inside = project.is_relative_to(REPO_ROOT)
-    if not inside and find_spec(name) is not None:  # outside, the project is a top-level package: no shadowing
+    if not inside and _taken(name, project):  # outside, the project is a top-level package: it must not shadow
         raise TemplateError(f"name {name!r} is already an importable module: choose another")
     checked = check_model(Path(model), Path(labels), sample)
     values = _values(name, project, inside, port, checked)
@@ -165,6 +165,12 @@ def generate(
     return project
 
 
+def _taken(name: str, project: Path) -> bool:
+    """Another module answers to `name` (the project itself, generated before, does not count)."""
+    spec = find_spec(name)
+    return spec is not None and project not in {Path(p).resolve() for p in spec.submodule_search_locations or []}
+
+
 def _values(name: str, project: Path, inside: bool, port: int, checked: CheckedModel) -> dict[str, str]:
     if inside:
         # Built like every pattern of the repository: from its root, which the images tier builds from too.
@@ -173,6 +179,7 @@ def _values(name: str, project: Path, inside: bool, port: int, checked: CheckedM
         module, pattern = ".".join(where.parts), str(where)
         context, dockerfile, copy_source = to_root, f"{where}/Dockerfile", str(where)
         include, pythonpath = f"{to_root}/make/pattern.mk", ""
+        demo_line = "make demo     # its example requests, printed"
     else:
         # Its own build context; its parent folder must be on PYTHONPATH to import it (the Makefile exports it).
         module, pattern = name, str(project)
@@ -182,6 +189,7 @@ def _values(name: str, project: Path, inside: bool, port: int, checked: CheckedM
             "# This project lives outside the repository: its parent folder goes on PYTHONPATH to import it.\n"
             f"export PYTHONPATH := {project.parent}$(if $(PYTHONPATH),:$(PYTHONPATH))\n"
         )
+        demo_line = "# make demo: only inside the repository (the runner finds a demo by its path there)"
     return {
         "name": name,
         "k8s_name": name.replace("_", "-"),
@@ -201,6 +209,7 @@ def _values(name: str, project: Path, inside: bool, port: int, checked: CheckedM
         "classes": str(checked.classes),
         "labels": ", ".join(f"{index}: {label}" for index, label in sorted(checked.labels.items())),
         "command": _command(name, port, checked),
+        "demo_line": demo_line,
     }
 
 
