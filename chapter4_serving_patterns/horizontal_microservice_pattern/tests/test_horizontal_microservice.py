@@ -108,11 +108,9 @@ def test_a_slow_backend_is_named_as_timed_out():
         response, seconds = timed(proxy, "/predict", [VIRGINICA])
         assert response.status_code == 200, response.text
         answer = response.json()
-        assert answer["virginica"] == {
-            "status": 504,
-            "seconds": pytest.approx(0.5, abs=0.25),
-            "detail": "upstream 'virginica' did not answer within 0.5 s",
-        }
+        assert answer["virginica"]["status"] == 504
+        assert answer["virginica"]["detail"] == "upstream 'virginica' did not answer within 0.5 s"
+        assert answer["virginica"]["seconds"] >= 0.5 and "prediction" not in answer["virginica"]
         assert all(answer[name]["status"] == 200 and "prediction" in answer[name] for name in ["setosa", "versicolor"])
         assert seconds < 0.5 + 2.0, "the proxy waited for the slow backend"  # not its 5 s
         label = proxy.post("/predict/label", json={"data": [VIRGINICA]}).json()
