@@ -93,6 +93,8 @@ def check_model(model: Path, labels: Path, sample: list | None) -> CheckedModel:
     except Exception as error:  # onnxruntime's own errors (InvalidProtobuf, Fail) have no common public base
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TemplateError(f"{model}: not an ONNX model onnxruntime can load ({first_line[:200]})") from None
+    if sample is not None and not isinstance(sample, list):
+        raise TemplateError("--sample must be a JSON list of items (a batch), e.g. [[5.1, 3.5, 1.4, 0.2]]")
     if sample is None:
         if -1 in predictor.feature_shape:
             raise TemplateError(f"{model}: its input has dimensions of any size {predictor.input_shape}; give --sample")
@@ -142,12 +144,14 @@ def generate(
 ) -> Path:
     """Write the project NAME into OUT (OUT/NAME) and return its directory."""
     check_name(name)
-    if not 0 < port < 65536:
-        raise TemplateError(f"port {port} is not a TCP port")
+    if not 1024 <= port < 65536:  # a lower port needs root, and the image runs as a user without capabilities
+        raise TemplateError(f"port {port}: give a TCP port from 1024 to 65535")
     project = (out / name).resolve()
     if project.exists() and not force:
         raise TemplateError(f"{project} exists: choose another name or --out, or give --force to overwrite its files")
     inside = project.is_relative_to(REPO_ROOT)
+    if inside and not all(part.isidentifier() for part in project.relative_to(REPO_ROOT).parts):
+        raise TemplateError(f"{project}: inside the repository, every folder on its path must be a Python name")
     if not inside and _taken(name, project):  # outside, the project is a top-level package: it must not shadow
         raise TemplateError(f"name {name!r} is already an importable module: choose another")
     checked = check_model(Path(model), Path(labels), sample)

@@ -206,10 +206,33 @@ def test_refuses_labels_that_do_not_match_the_model(trained, tmp_path, labels, m
         generate("compass", model, tmp_path / "labels.json", tmp_path / "out")
 
 
-def test_refuses_a_sample_that_does_not_fit(trained, tmp_path):
+@pytest.mark.parametrize(
+    "sample, message",
+    [
+        ([[1.0, 2.0]], "--sample does not fit the model: each row must have shape 5"),
+        ([], "--sample does not fit the model: data must hold at least one row"),
+        ({"data": [[0.0] * 5]}, "--sample must be a JSON list of items"),
+    ],
+    ids=["short row", "empty", "an object"],
+)
+def test_refuses_a_sample_that_does_not_fit(trained, tmp_path, sample, message):
     model, labels, _, _ = trained
-    with pytest.raises(TemplateError, match="--sample does not fit the model: each row must have shape 5"):
-        generate("compass", model, labels, tmp_path, sample=[[1.0, 2.0]])
+    with pytest.raises(TemplateError, match=message):
+        generate("compass", model, labels, tmp_path, sample=sample)
+
+
+@pytest.mark.parametrize("port, message", [(80, "from 1024 to 65535"), (65536, "from 1024 to 65535")])
+def test_refuses_a_port_the_image_cannot_listen_on(trained, tmp_path, port, message):
+    model, labels, _, _ = trained
+    with pytest.raises(TemplateError, match=message):
+        generate("compass", model, labels, tmp_path, port=port)
+
+
+def test_refuses_a_folder_inside_the_repository_that_is_no_package_path(trained, tmp_path, monkeypatch):
+    model, labels, _, _ = trained
+    monkeypatch.setattr(template, "REPO_ROOT", tmp_path)
+    with pytest.raises(TemplateError, match="every folder on its path must be a Python name"):
+        generate("compass", model, labels, tmp_path / "my-services")
 
 
 def test_refuses_an_existing_directory_unless_forced(trained, tmp_path, capsys):
