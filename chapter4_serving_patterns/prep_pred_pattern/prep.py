@@ -14,9 +14,11 @@ module table), so its image holds no model, and it scales on decoding work alone
 is down, /health still answers and the predictions are a 503 naming it (`mlpatterns.client`).
 """
 
+import logging
 import math
 import sys
 import time
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -38,6 +40,13 @@ STAGE_SECONDS = metrics.histogram(
     "prep_stage_seconds", "Time of each stage of a prediction: preprocess here, predict in pred", ["stage"]
 )
 UPSTREAM_ERRORS = error_responses(502, 503, 504)  # the prediction service failed, is down, or is late
+Base64Image = Annotated[
+    str,
+    Field(
+        description="Base64 (standard alphabet) of an image file: PNG, JPEG or any format Pillow reads, any mode.",
+        json_schema_extra={"contentEncoding": "base64", "contentMediaType": "image/*"},
+    ),
+]
 
 
 class PrepSettings(HttpServiceSettings, UpstreamSettings):
@@ -53,7 +62,9 @@ def create_app(settings: PrepSettings | None = None) -> FastAPI:
     settings = settings or PrepSettings()
     preprocess = ImagePreprocessor(shape=settings.image_shape)
     sample = [sample_digits()["0"]]
-    PredictRequest = predict_request(settings.image_shape, str, max_items=settings.max_batch_rows)
+    PredictRequest = predict_request(settings.image_shape, Base64Image, max_items=settings.max_batch_rows)
+    # httpx logs every call at INFO, a line per prediction; failures are answered and logged as 5xx already.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     async def predict(request: Request, images: list[str]) -> TensorPrediction:
         if len(images) > settings.max_batch_rows:
