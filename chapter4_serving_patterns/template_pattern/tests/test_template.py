@@ -119,16 +119,30 @@ def test_the_projects_own_tests_pass(generated):
     assert "4 passed" in result.stdout
 
 
-def test_the_project_passes_the_repositorys_static_checks(generated):
-    assert static_errors(generated) == []
+def ruff_errors(project: Path) -> list[str]:
+    """The repository's lint and format check (`make lint`), with its settings, on a project anywhere."""
+    errors = []
     for ruff in (["check"], ["format", "--check"]):
         result = subprocess.run(
             [str(Path(sys.executable).parent / "ruff"), *ruff, "--config", str(REPO_ROOT / "pyproject.toml"), "."],
-            cwd=generated,
+            cwd=project,
             capture_output=True,
             text=True,
         )
-        assert result.returncode == 0, result.stdout + result.stderr
+        errors += [result.stdout + result.stderr] if result.returncode else []
+    return errors
+
+
+def test_the_project_passes_the_repositorys_static_checks(generated):
+    assert static_errors(generated) == []
+    assert ruff_errors(generated) == []
+
+
+def test_the_longest_name_passes_them_too(trained, tmp_path):
+    model, labels, _, _ = trained
+    project = generate("n" * template.MAX_NAME, model, labels, tmp_path)
+    assert static_errors(project) == []
+    assert ruff_errors(project) == []
 
 
 def test_the_generated_service_answers_what_the_model_answers(generated, trained, monkeypatch):
