@@ -82,6 +82,8 @@ def test_bad_input_is_refused_by_the_proxy_or_passed_on(proxy):
     # The row width is the models' to judge: all three refuse it, and the proxy passes their word on.
     assert_refused(proxy.post("/predict", json={"data": [SETOSA[:3]]}), 422, "each row must have shape 4")
     assert_refused(proxy.post("/predict/label", json={"data": [[1e39, 0, 0, 0]]}), 422)
+    # Too many rows: refused before any backend is asked.
+    assert_refused(proxy.post("/predict", json={"data": [SETOSA] * 10_001}), 413, "at most 10000 rows; got 10001")
     assert_healthy(proxy)
 
 
