@@ -100,6 +100,7 @@ def test_the_project_has_every_file_of_a_pattern(generated):
     kinds = {doc["kind"] for _, doc in checks.pattern_manifests(generated)}
     assert kinds == {"Namespace", "Deployment", "Service", "HorizontalPodAutoscaler"}
     assert "FROM mlpatterns/base:0.1.0" in (generated / "Dockerfile").read_text()
+    assert yaml.safe_load((generated / "docker-compose.yml").read_text())["services"]["web"]["ports"] == ["8123:8123"]
     # Outside the repository: the Makefile includes the repository's targets and puts the package on the path.
     makefile = (generated / "Makefile").read_text()
     assert f"include {REPO_ROOT}/make/pattern.mk" in makefile
@@ -291,3 +292,16 @@ def test_the_example_service_is_a_generated_project_serving_iris(pattern):
     rows = [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.3, 3.3, 6.0, 2.5]]
     answer = web.post("/predict/label", json={"data": rows}).json()
     assert answer == {"prediction": ["setosa", "versicolor", "virginica"]}
+
+
+def test_this_directorys_manifests_are_what_the_templates_write():
+    """The example deploys what a generated project deploys, but for its command (generate, then serve)."""
+    values = {"k8s_name": "template-pattern", "image": "mlpatterns/template_pattern:0.1.0", "port": "8000"}
+    values["module"] = "iris_example"
+    for name in ("namespace", "deployment", "service", "hpa"):
+        rendered = yaml.safe_load(template.render((template.TEMPLATES / f"{name}.yml.tmpl").read_text(), values))
+        ours = yaml.safe_load((PATTERN / "manifests" / f"{name}.yml").read_text())
+        if name == "deployment":
+            (container,) = rendered["spec"]["template"]["spec"]["containers"]
+            container["command"] = ["python", "-m", "chapter4_serving_patterns.template_pattern.example"]
+        assert ours == rendered, name
