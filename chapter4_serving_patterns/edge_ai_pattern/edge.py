@@ -119,7 +119,7 @@ def generated_frames(count: int, preprocess: ImagePreprocessor, seed: int = 0) -
 
 def shifted(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
     """The (C, H, W) image moved dx pixels right and dy down; what comes in at the edge is background (0)."""
-    channels, rows, columns = image.shape
+    _, rows, columns = image.shape
     padded = np.pad(image, ((0, 0), (MAX_SHIFT, MAX_SHIFT), (MAX_SHIFT, MAX_SHIFT)))
     top, left = MAX_SHIFT - dy, MAX_SHIFT - dx
     return padded[:, top : top + rows, left : left + columns]
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--int8-model", type=Path, default=INT8_MODEL)
     parser.add_argument("--seed", type=int, default=0, help="of the generated frames")
     args = parser.parse_args(argv)
-    if args.frames is not None and args.frames < 1 or args.top < 1 or args.throttle_ms < 0:
+    if (args.frames is not None and args.frames < 1) or args.top < 1 or args.throttle_ms < 0:
         parser.error("--frames and --top must be 1 or more, --throttle-ms 0 or more")
 
     chosen = {"float": ["float"], "int8": ["int8"], "both": ["float", "int8"]}[args.model]
@@ -205,9 +205,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.images} is not a folder", file=sys.stderr)
         return 2
 
-    # onnxruntime starts with its first session: an untimed one, so that no model's load time carries the start.
-    EdgeModel.load(chosen[0], paths[chosen[0]])
-    models = [EdgeModel.load(name, paths[name]) for name in chosen]
+    try:
+        # onnxruntime starts with its first session: an untimed one, so no model's load time carries the start.
+        EdgeModel.load(chosen[0], paths[chosen[0]])
+        models = [EdgeModel.load(name, paths[name]) for name in chosen]
+    except Exception as error:  # onnxruntime's own exception types (InvalidProtobuf, Fail...) share no base
+        print(f"error: cannot load a model: {error}", file=sys.stderr)
+        return 2
     preprocess = ImagePreprocessor(shape=SHAPE)
     skipped: list[str] = []
     if args.images is not None:

@@ -236,7 +236,7 @@ def test_a_folder_without_images_or_no_folder_is_refused(int8, tmp_path):
     assert f"error: {tmp_path / 'nothing'} is not a folder" in missing.stderr
 
 
-def test_a_missing_model_is_named_with_how_to_make_it(tmp_path):
+def test_a_missing_or_broken_model_is_named_clearly(tmp_path):
     missing = tmp_path / "model.int8.onnx"
     result = edge(missing, "--frames", "1")
     assert result.returncode == 2
@@ -245,6 +245,13 @@ def test_a_missing_model_is_named_with_how_to_make_it(tmp_path):
     no_float = _python("-m", f"{PACKAGE}.quantize", "--model", str(tmp_path / "none.onnx"), "--out", str(missing))
     assert no_float.returncode == 2 and f"error: no float model at {tmp_path / 'none.onnx'}" in no_float.stderr
     assert not missing.exists()
+    missing.write_text("not a model\n")
+    broken = edge(missing, "--frames", "1")
+    assert broken.returncode == 2
+    assert f"error: cannot load a model: [ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from {missing}" in (
+        broken.stderr
+    )
+    assert "Traceback" not in broken.stderr
 
 
 # --- the compose topology, through the runner ------------------------------------------------------------
