@@ -118,6 +118,13 @@ def test_pred_receives_one_tensor_per_request_and_never_an_image(prep, pred):
     }
 
 
+def wait_for(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s"
+        time.sleep(0.02)
+
+
 def process_group(leader: int) -> list[int]:
     """Every process of the group that `leader` leads (a service: gunicorn's master and its workers)."""
     members = []
@@ -136,14 +143,18 @@ def loads(pid: int, library: str) -> bool:
     return library in Path(f"/proc/{pid}/maps").read_text()
 
 
-def test_the_prep_processes_load_no_model_runtime_and_pred_no_image_library(pattern, prep, pred):
-    prep.post("/predict/label", json={"data": list(DIGITS.values())})  # both services' workers have worked
-    prep_pids = process_group(pattern.run.processes("prep")[0].pid)
-    pred_pids = process_group(pattern.run.processes("pred")[0].pid)
-    assert len(prep_pids) == len(pred_pids) == 3  # gunicorn's master and its two workers, each service
+def test_the_prep_processes_load_no_model_runtime_and_pred_no_image_library(pattern, prep):
+    prep_leader, pred_leader = pattern.run.processes("prep")[0].pid, pattern.run.processes("pred")[0].pid
+
+    def workers_loaded(leader: int, library: str) -> bool:  # gunicorn's master imports no app: its two workers do
+        return sum(loads(pid, library) for pid in process_group(leader)) == 2
+
+    # A service is healthy once one worker answers; the other may still be importing.
+    wait_for(lambda: workers_loaded(prep_leader, "PIL/_imaging") and workers_loaded(pred_leader, "onnxruntime"), 60)
+    prep.post("/predict/label", json={"data": list(DIGITS.values())})  # both services have worked
+    prep_pids, pred_pids = process_group(prep_leader), process_group(pred_leader)
+    assert len(prep_pids) == len(pred_pids) == 3  # master and two workers, each service
     assert not any(loads(pid, "onnxruntime") for pid in prep_pids)
-    assert sum(loads(pid, "PIL/_imaging") for pid in prep_pids) == 2  # each prep worker has Pillow
-    assert sum(loads(pid, "onnxruntime") for pid in pred_pids) == 2  # each pred worker has a session
     assert not any(loads(pid, "PIL/_imaging") for pid in pred_pids)
     assert prep.get("/metadata").json()["onnxruntime_imported"] is False  # what prep says of itself
 
@@ -270,13 +281,6 @@ def answers(url: str) -> bool:
         return httpx.get(url + "/health", timeout=1).status_code == 200
     except httpx.TransportError:
         return False
-
-
-def wait_for(condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout} s"
-        time.sleep(0.02)
 
 
 def test_with_pred_down_prep_stays_up_and_says_why_then_recovers(pattern, prep):
