@@ -51,6 +51,7 @@ class JobStatus(BaseModel):
     started_at: float | None = Field(None, description="Unix time a worker took it (last attempt).")
     finished_at: float | None = None
     attempts: int = Field(0, description="How many times a worker took it (more than 1: a worker died mid-job).")
+    worker: str | None = Field(None, description="The worker that took it last (its consumer name, host-pid).")
 
 
 def job_status(job: Job) -> dict:
@@ -65,6 +66,7 @@ def job_status(job: Job) -> dict:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "attempts": job.attempts,
+        "worker": job.worker,
     }
 
 
