@@ -34,7 +34,11 @@ SAMPLE = sample_digits()
 class ImageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"image_data": SAMPLE["7"]}]})
 
-    image_data: str = Field(description="An image file (PNG, JPEG, ...) in standard base64; any size and mode.")
+    image_data: str = Field(
+        min_length=1,
+        description="An image file (PNG, JPEG or any format Pillow reads, any mode) in standard base64.",
+        json_schema_extra={"contentEncoding": "base64", "contentMediaType": "image/*"},
+    )
 
 
 class JobAccepted(BaseModel):
