@@ -1,7 +1,7 @@
 """End to end: the asynchronous pattern started by the local runner (Redis, the proxy, two worker processes).
 
 Two starts: one at full speed (WORK_DELAY_SECONDS=0) for the API, 50 concurrent jobs and a job the model cannot
-take; one with slow jobs (WORK_DELAY_SECONDS=0.3, CLAIM_IDLE_SECONDS=1, RESULT_TTL_SECONDS=3) in which a worker
+take; one with slow jobs (WORK_DELAY_SECONDS=0.4, CLAIM_IDLE_SECONDS=2, RESULT_TTL_SECONDS=3) in which a worker
 is killed with SIGKILL mid-job and the records then expire. Exactly once is read from the queue's own counters
 on /metrics (a second result for a job is never stored, so `done` counts each job once) and from the records.
 """
@@ -24,6 +24,7 @@ from mlpatterns.testing import assert_healthy, assert_refused, start_pattern
 
 PATTERN = Path(__file__).parents[1]
 DIGITS = sample_digits()
+WORK_DELAY = 0.4  # seconds per job in the slow start
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def fast():
 
 @pytest.fixture(scope="module")
 def slow():
-    worker = {"WORK_DELAY_SECONDS": "0.3", "CLAIM_IDLE_SECONDS": "1", "RESULT_TTL_SECONDS": "3"}
+    worker = {"WORK_DELAY_SECONDS": str(WORK_DELAY), "CLAIM_IDLE_SECONDS": "2", "RESULT_TTL_SECONDS": "3"}
     with start_pattern(PATTERN, overrides={"worker": worker}) as started:
         yield started
 
@@ -203,18 +204,21 @@ def test_a_worker_killed_mid_job_loses_nothing(slow):
     labels = [str(n % 10) for n in range(20)]
     ids = submit_concurrently(proxy, [DIGITS[label] for label in labels])
 
-    # Mid-job: the victim holds a job, and the queue is deep (both workers busy, jobs waiting), as /metrics shows.
+    # Mid-job: the victim holds a job it started less than half its work ago (WORK_DELAY_SECONDS), so the kill
+    # comes before it could finish; the queue is deep meanwhile (both workers busy, jobs waiting), as /metrics shows.
     deadline = time.monotonic() + 30
     while True:
-        jobs = [job_record(proxy, job_id) for job_id in ids]
-        held = [job for job in jobs if job["state"] == "running" and job["worker"] == victim_name]
-        figures = queue_metrics(proxy)
-        if held and figures[RUNNING] == 2 and figures[PENDING] >= 1:
-            break
         assert time.monotonic() < deadline, "the victim never held a job while others waited"
-    assert figures[LENGTH] == figures[RUNNING] + figures[PENDING]
-    slow.run.kill("worker", 0)
+        figures = queue_metrics(proxy)
+        if not (figures[RUNNING] == 2 and figures[PENDING] >= 1):
+            continue
+        running = [job_record(proxy, job_id) for job_id in ids]
+        held = [job for job in running if job["state"] == "running" and job["worker"] == victim_name]
+        if held and time.time() - held[0]["started_at"] < WORK_DELAY / 2:
+            slow.run.kill("worker", 0)
+            break
     victim.wait(10)
+    assert figures[LENGTH] == figures[RUNNING] + figures[PENDING]
     assert job_record(proxy, held[0]["job_id"])["state"] == "running"  # not lost, not yet taken over
 
     jobs = wait_finished(proxy, ids)
