@@ -121,7 +121,7 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
         async def job(job_id: str):
             found = await queue.get(job_id)
             if found is None:
-                raise NotFound(f"no job {job_id}: unknown, or its record expired")
+                raise NotFound("no such job: unknown, or its record expired")
             return job_status(found)
 
     @asynccontextmanager

@@ -23,7 +23,7 @@ class ProxySettings(HttpServiceSettings, QueueSettings):
     label_path: Path = Field(
         DIGITS_MODEL.with_name("labels.json"), description="JSON object from class index to label (GET /label)."
     )
-    sample_digit: str = Field("7", description="Which bundled sample digit GET /predict/test submits.")
+    sample_digit: str = Field("7", pattern="^[0-9]$", description="The bundled sample digit GET /predict/test submits.")
 
 
 class AsyncWorkerSettings(WorkerSettings):
