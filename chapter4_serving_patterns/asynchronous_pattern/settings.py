@@ -37,6 +37,13 @@ class AsyncWorkerSettings(WorkerSettings):
         "job pending and running, tests to make 'mid-job' certain; 0 in compose and Kubernetes.",
     )
 
+    job_deadline_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="A job that waited longer than this in the queue (from its submission) fails without a "
+        "prediction: its client has given up. 0: no deadline.",
+    )
+
     @property
     def label_path(self) -> Path:
         return self.model_path.with_name("labels.json")

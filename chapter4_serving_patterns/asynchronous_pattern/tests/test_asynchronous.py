@@ -1,7 +1,8 @@
 """End to end: the asynchronous pattern started by the local runner (Redis, the proxy, two worker processes).
 
-Two starts: one at full speed (WORK_DELAY_SECONDS=0) for the API, 50 concurrent jobs and a job the model cannot
-take; one with slow jobs (WORK_DELAY_SECONDS=0.4, CLAIM_IDLE_SECONDS=2, RESULT_TTL_SECONDS=3) in which a worker
+Three starts: one at full speed (WORK_DELAY_SECONDS=0) for the API, 50 concurrent jobs and a job the model cannot
+take; one with slow jobs and a deadline (WORK_DELAY_SECONDS=0.4, JOB_DEADLINE_SECONDS=0.6), in which late jobs
+fail; one with slow jobs (WORK_DELAY_SECONDS=0.4, CLAIM_IDLE_SECONDS=2, RESULT_TTL_SECONDS=3) in which a worker
 is killed with SIGKILL mid-job and the records then expire. Exactly once is read from the queue's own counters
 on /metrics (a second result for a job is never stored, so `done` counts each job once) and from the records.
 """
@@ -24,7 +25,8 @@ from mlpatterns.testing import assert_healthy, assert_refused, start_pattern
 
 PATTERN = Path(__file__).parents[1]
 DIGITS = sample_digits()
-WORK_DELAY = 0.4  # seconds per job in the slow start
+WORK_DELAY = 0.4  # seconds per job in the slow and deadline starts
+DEADLINE = 0.6  # JOB_DEADLINE_SECONDS of the deadline start: 1.5 jobs' work
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +38,13 @@ def fast():
 @pytest.fixture(scope="module")
 def slow():
     worker = {"WORK_DELAY_SECONDS": str(WORK_DELAY), "CLAIM_IDLE_SECONDS": "2", "RESULT_TTL_SECONDS": "3"}
+    with start_pattern(PATTERN, overrides={"worker": worker}) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def deadline():
+    worker = {"WORK_DELAY_SECONDS": str(WORK_DELAY), "JOB_DEADLINE_SECONDS": str(DEADLINE)}
     with start_pattern(PATTERN, overrides={"worker": worker}) as started:
         yield started
 
@@ -249,3 +258,28 @@ def test_finished_records_expire_and_nothing_accumulates(slow):
         assert client.xlen("jobs:stream") == 0
     finally:
         client.close()
+
+
+def test_a_job_past_its_deadline_fails_and_the_worker_goes_on(deadline):
+    """Two workers, 0.4 s per job, a 0.6 s deadline: of 8 jobs submitted at once, jobs 5 to 8 cannot start before
+    0.8 s (two rounds of two jobs), so they fail; a job fails if and only if it waited longer than the deadline."""
+    proxy = deadline.client("proxy")
+    ids = submit_concurrently(proxy, [DIGITS["4"]] * 8)
+    jobs = wait_finished(proxy, ids)
+
+    failed = [job for job in jobs if job["state"] == "failed"]
+    assert len(failed) >= 4
+    for job in jobs:
+        if job["state"] == "failed":  # failed after the worker saw it late (its start was a moment before)
+            assert (
+                job["error"].startswith("DeadlineExceeded: waited ")
+                and job["finished_at"] - job["submitted_at"] > DEADLINE
+            ), job
+            assert job["error"].endswith("in the queue, more than JOB_DEADLINE_SECONDS (0.6 s)")
+            assert job["prediction"] is None
+        else:
+            assert (job["state"], job["prediction"]) == ("done", "4"), job
+            assert job["started_at"] - job["submitted_at"] <= DEADLINE, job
+    (after,) = wait_finished(proxy, [submit(proxy, DIGITS["8"])])  # the queue is empty again: in time
+    assert (after["state"], after["prediction"]) == ("done", "8")
+    assert not deadline.run.reports  # no worker exited
