@@ -16,6 +16,9 @@ What it does around the handler:
 - SIGTERM or SIGINT: finish the current job, then exit 0 (Kubernetes and compose send SIGTERM, then wait).
   A second signal, or `drain_timeout_seconds` without the job finishing, stops at once; the job stays unacknowledged
   and another worker takes it over after `claim_idle_seconds`;
+- a heartbeat file (`heartbeat_path`, when set) touched once the worker has joined the queue and after every
+  wait for a job and every job, so `python -m mlpatterns.healthcheck heartbeat` (a compose healthcheck, a
+  Kubernetes exec probe) tells a live loop from a stuck or dead one without a port (local replicas have none);
 - Prometheus metrics on `metrics_port` when it is set (0, the default, serves none, so local replicas don't
   clash): `worker_jobs_total{queue, outcome}`, `worker_job_duration_seconds{queue, outcome}` and
   `worker_jobs_reclaimed_total{queue}`. Queue depth and job states are on the API's `/metrics` (read from Redis).
@@ -28,6 +31,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -64,6 +68,11 @@ class WorkerSettings(QueueSettings):
         30.0, gt=0, description="After SIGTERM, how long the current job may take before the worker stops at once."
     )
     metrics_port: int = Field(0, ge=0, description="Serve Prometheus metrics on this port; 0 serves none.")
+    heartbeat_path: Path | None = Field(
+        None,
+        description="A file touched after every wait for a job and every job (`python -m mlpatterns.healthcheck "
+        "heartbeat` checks its age); none by default.",
+    )
     log_level: str = "INFO"
     log_json: bool = Field(False, description="Log one JSON object per line instead of plain text.")
 
@@ -117,6 +126,7 @@ def run_worker(settings: WorkerSettings, handler: Handler) -> int:
             if not joined:
                 consumer.join()
                 joined = True
+            _beat(settings.heartbeat_path)
             job = consumer.take(settings.block_ms)
             if job is not None:
                 _run_job(consumer, handler, job)
@@ -128,6 +138,11 @@ def run_worker(settings: WorkerSettings, handler: Handler) -> int:
             drain.requested.wait(wait)
     logger.info("worker %s stopped", settings.consumer_name)
     return 0
+
+
+def _beat(path: Path | None) -> None:
+    if path is not None:
+        path.touch()
 
 
 def _run_job(consumer: JobConsumer, handler: Handler, job: Job) -> None:

@@ -294,12 +294,16 @@ def consistency(compose_file: Path, name: str) -> list[str]:
                 env,
             )
             same("target port and containerPort", ports, path, [p["containerPort"] for p in container.get("ports", [])])
-            same(
-                "healthcheck URL path and readinessProbe path",
-                health_url.path,
-                path,
-                container.get("readinessProbe", {}).get("httpGet", {}).get("path"),
-            )
+            probe = container.get("readinessProbe", {})
+            if health_url.path or "exec" not in probe:
+                same(
+                    "healthcheck URL path and readinessProbe path",
+                    health_url.path,
+                    path,
+                    probe.get("httpGet", {}).get("path"),
+                )
+            else:  # a service without a port (a queue worker): the same command, as an exec probe
+                same("healthcheck and readinessProbe command", (healthcheck or [])[1:], path, probe["exec"]["command"])
     return errors
 
 

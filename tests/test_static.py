@@ -213,3 +213,19 @@ def test_drift_between_compose_dockerfile_and_deployment_is_reported(tmp_path):
     ]:
         assert what in errors
     assert "target port and EXPOSE" not in errors and "HEALTHCHECK" not in errors
+
+
+def test_a_portless_worker_s_exec_probe_must_run_its_healthcheck(tmp_path):
+    (tmp_path / "Dockerfile").write_text('FROM base\nHEALTHCHECK CMD ["check", "heartbeat"]\nCMD ["work"]\n')
+    service = {"image": "mlpatterns/worker:1", "build": ".", "command": ["work"]}
+    service["healthcheck"] = {"test": ["CMD", "check", "heartbeat"]}
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump({"services": {"worker": service}}))
+    worker = yaml.safe_load(DEPLOYMENT.replace("mlpatterns/web:1", "mlpatterns/worker:1"))
+    container = worker["spec"]["template"]["spec"]["containers"][0]
+    container["command"] = ["work"]
+    (tmp_path / "manifests").mkdir()
+    for probe, errors in [(["check", "heartbeat"], []), (["check", "other"], ["readinessProbe command differ"])]:
+        container["readinessProbe"] = {"exec": {"command": probe}}
+        (tmp_path / "manifests" / "deployment.yml").write_text(yaml.safe_dump(worker))
+        found = checks.consistency(tmp_path / "docker-compose.yml", "worker")
+        assert [e for e in errors if e not in "\n".join(found)] == [] and bool(found) == bool(errors), found

@@ -198,3 +198,21 @@ def test_a_stuck_job_does_not_hold_up_a_stop(settings, client, start_worker, tmp
     # Not acknowledged: another worker takes it over after the claim idle time.
     assert job(client, settings, job_id).state == "running"
     assert read_stats(client, settings.queue_name).running == 1
+
+
+def test_the_heartbeat_is_touched_once_joined_and_while_waiting(settings, client, start_worker, tmp_path):
+    beat = tmp_path / "worker.heartbeat"
+    check = [sys.executable, "-m", "mlpatterns.healthcheck", "heartbeat"]
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "HEARTBEAT_PATH": str(beat), "HEARTBEAT_MAX_AGE_SECONDS": "1"}
+    assert subprocess.run(check, env=environment, cwd=ROOT).returncode == 1  # no worker yet
+    worker = start_worker("w1", heartbeat_path=beat)
+    wait_for_consumers(client, settings, "w1")
+    wait_until(beat.exists, what="the first heartbeat")
+    first = beat.stat().st_mtime
+    wait_until(lambda: beat.stat().st_mtime > first, what="a heartbeat after a wait for a job (BLOCK_MS 100)")
+    assert subprocess.run(check, env=environment, cwd=ROOT).returncode == 0
+
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    time.sleep(1.2)  # past HEARTBEAT_MAX_AGE_SECONDS
+    assert subprocess.run(check, env=environment, cwd=ROOT).returncode == 1

@@ -1,0 +1,156 @@
+"""Job throughput and queue wait: `python -m chapter4_serving_patterns.asynchronous_pattern.bench`.
+
+Starts the pattern through the local runner (free ports, WORK_DELAY_SECONDS=0) with 1 worker, then with 2
+(compose's `deploy.replicas: ${WORKER_REPLICAS:-2}`), and measures two things in each:
+
+1. through the proxy: wrk POSTs a sample digit to /predict for --seconds at --connections; the proxy decodes,
+   checks and queues each image while the workers predict. Submissions/s and the POST's latency are wrk's;
+2. a backlog: --jobs decoded images put on the queue directly (as the proxy would), faster than any worker
+   takes them, so the workers run flat out: their own throughput, and how long a backlog keeps a job waiting.
+
+Every figure but wrk's comes from the job records' own timestamps, read from Redis once the queue's counters
+say all jobs are finished: jobs/s is the number of jobs over the time from the first submission to the last
+result; queue wait is a worker's start minus the submission; work is the result minus the start. Every job
+must be done, with the digit's label, or the command fails.
+
+    python -m chapter4_serving_patterns.asynchronous_pattern.bench [--workers 1 2] [--seconds 5] [--jobs 2000]
+"""
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import redis
+
+from chapter4_serving_patterns.asynchronous_pattern.app import to_payload
+from chapter4_serving_patterns.asynchronous_pattern.settings import IMAGE_SHAPE
+from mlpatterns.bench.wrk import run_wrk
+from mlpatterns.images import ImagePreprocessor, sample_digits
+from mlpatterns.jobs import Job, JobQueue, Keys, QueueSettings, read_stats
+from mlpatterns.runner.run import run_pattern, stop_on_signals
+
+PATTERN = Path(__file__).parent
+QUEUE = "jobs"
+
+
+def wait_drained(client: redis.Redis, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (stats := read_stats(client, QUEUE)).done + stats.failed < stats.submitted:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the queue did not drain within {timeout:.0f} s: {stats}")
+        time.sleep(0.05)
+
+
+def records_since(client: redis.Redis, since: float) -> list[Job]:
+    """Every job record submitted at or after `since` (Unix time)."""
+    keys = list(client.scan_iter(Keys(QUEUE).job("*"), count=1000))
+    with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hgetall(key)
+        raw = pipe.execute()
+    jobs = [Job.from_record(key.decode().rsplit(":", 1)[1], record) for key, record in zip(keys, raw, strict=True)]
+    return [job for job in jobs if job.submitted_at is not None and job.submitted_at >= since]
+
+
+def figures(jobs: list[Job], labels: dict[str, str] | str) -> dict:
+    wrong = [
+        j
+        for j in jobs
+        if j.state != "done" or j.result["prediction"] != (labels if isinstance(labels, str) else labels[j.id])
+    ]
+    submitted = np.array([j.submitted_at for j in jobs])
+    started = np.array([j.started_at for j in jobs])
+    done = np.array([j.finished_at for j in jobs])
+    wait, work = started - submitted, done - started
+    return {
+        "jobs": len(jobs),
+        "wrong": len(wrong),
+        "jobs_per_s": len(jobs) / (done.max() - submitted.min()),
+        "wait_p50_ms": 1000 * float(np.percentile(wait, 50)),
+        "wait_p99_ms": 1000 * float(np.percentile(wait, 99)),
+        "work_p50_ms": 1000 * float(np.percentile(work, 50)),
+    }
+
+
+async def enqueue(settings: QueueSettings, payloads: list[bytes]) -> list[str]:
+    queue = JobQueue.from_settings(settings, expose_metrics=False)
+    try:
+        ids = []
+        for start in range(0, len(payloads), 32):  # 32 submissions in flight on the connection pool
+            ids += await asyncio.gather(*(queue.submit(p) for p in payloads[start : start + 32]))
+        return ids
+    finally:
+        await queue.close()
+
+
+def run(workers: int, seconds: float, connections: int, jobs: int) -> dict:
+    os.environ["WORKER_REPLICAS"] = str(workers)  # interpolated into docker-compose.yml by the runner
+    digits = sample_digits()
+    body = orjson.dumps({"image_data": digits["7"]})
+    with run_pattern(PATTERN, free_ports=True, overrides={"worker": {"WORK_DELAY_SECONDS": "0"}}) as pattern:
+        url = pattern.url("proxy") + "/predict"
+        settings = QueueSettings(redis_url=f"redis://127.0.0.1:{pattern.port('redis')}/0", queue_name=QUEUE)
+        client = redis.Redis.from_url(settings.redis_url)
+        try:
+            run_wrk(url, body, connections, 1.0)  # warm-up: connections, sessions, lazy imports
+            wait_drained(client)
+
+            since = time.time()
+            load = run_wrk(url, body, connections, seconds)
+            wait_drained(client)
+            proxied = figures(records_since(client, since), "7") | {"submit_per_s": load.rps}
+            proxied |= {"post_p50_ms": load.p50_ms, "post_p99_ms": load.p99_ms, "errors": load.status_errors}
+
+            preprocess = ImagePreprocessor(shape=IMAGE_SHAPE)
+            images = {label: to_payload(preprocess([image])[0]) for label, image in digits.items()}
+            labels = [str(i % 10) for i in range(jobs)]
+            since = time.time()
+            ids = asyncio.run(enqueue(settings, [images[label] for label in labels]))
+            wait_drained(client)
+            backlog = figures(records_since(client, since), dict(zip(ids, labels, strict=True)))
+        finally:
+            client.close()
+    return {"workers": workers, "proxied": proxied, "backlog": backlog}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to run (default 1 2)")
+    parser.add_argument("--seconds", type=float, default=5, help="wrk's load through the proxy (default 5)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk's connections (default 16)")
+    parser.add_argument("--jobs", type=int, default=2000, help="jobs of the backlog (default 2000)")
+    args = parser.parse_args(argv)
+    stop_on_signals()
+    rows = []
+    for workers in args.workers:
+        print(f"{workers} worker(s)...", flush=True)
+        rows.append(run(workers, args.seconds, args.connections, args.jobs))
+    load = f"wrk: {args.connections} connections, {args.seconds:g} s"
+    print(f"\n{os.cpu_count()} cores; the proxy: 2 gunicorn workers; {load}; backlog: {args.jobs} jobs\n")
+    print("| workers | load | jobs | submitted/s | POST p50 / p99 | jobs/s | queue wait p50 / p99 | work p50 |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    bad = 0
+    for row in rows:
+        p, b = row["proxied"], row["backlog"]
+        print(
+            f"| {row['workers']} | through the proxy | {p['jobs']:,} | {p['submit_per_s']:,.0f} "
+            f"| {p['post_p50_ms']:.1f} / {p['post_p99_ms']:.1f} ms | {p['jobs_per_s']:,.0f} "
+            f"| {p['wait_p50_ms']:.1f} / {p['wait_p99_ms']:.1f} ms | {p['work_p50_ms']:.2f} ms |"
+        )
+        print(
+            f"| {row['workers']} | backlog | {b['jobs']:,} | | | {b['jobs_per_s']:,.0f} "
+            f"| {b['wait_p50_ms']:,.0f} / {b['wait_p99_ms']:,.0f} ms | {b['work_p50_ms']:.2f} ms |"
+        )
+        bad += p["wrong"] + p["errors"] + b["wrong"]
+    if bad:
+        print(f"\n{bad} jobs failed, got a wrong label or a POST was refused")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
