@@ -7,6 +7,7 @@ each stored label is the iris model's own answer, computed here, and mostly the 
 """
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from sqlalchemy import create_engine
 from chapter4_serving_patterns.batch_pattern.seed import iris, seed_rows
 from chapter4_serving_patterns.batch_pattern.tables import metadata
 from mlpatterns.predictor import OnnxPredictor
+from mlpatterns.runner.backing import free_port
 from mlpatterns.runner.run import REPO_ROOT
 
 PATTERN = Path(__file__).parents[1]
@@ -197,3 +199,35 @@ def test_the_migrated_schema_matches_the_tables(pattern):
             assert compare_metadata(MigrationContext.configure(connection), metadata) == []
     finally:
         engine.dispose()
+
+
+def job_process(database_url: str, *args: str, **env: str) -> subprocess.Popen:
+    env = dict(os.environ, DATABASE_URL=database_url, PYTHONPATH=str(REPO_ROOT), **env)
+    command = [sys.executable, "-m", f"{PACKAGE}.job", *args]
+    return subprocess.Popen(
+        command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def test_sigterm_stops_a_waiting_job_at_once(pattern):
+    job = job_process(database_url(pattern), START_DELAY_SECONDS="600")
+    try:
+        output = ""
+        while "waiting 600 s" not in output:  # its settings read and its model loaded
+            line = job.stdout.readline()
+            assert line, f"the job exited early: {output}"
+            output += line
+        job.send_signal(signal.SIGTERM)
+        assert job.wait(timeout=60) == 0  # long before its 600 s start delay is over
+    finally:
+        job.kill()
+        job.wait()
+        job.stdout.close()
+
+
+def test_a_run_once_without_its_database_fails_with_a_clear_line():
+    unreachable = f"postgresql+psycopg2://batch:batch@127.0.0.1:{free_port()}/batch"
+    job = job_process(unreachable, "--once", DB_TIMEOUT_SECONDS="2")
+    output, _ = job.communicate(timeout=60)
+    assert job.returncode == 1
+    assert "ERROR __main__ [-]: run failed: (psycopg2.OperationalError) Connection refused" in output
