@@ -14,7 +14,8 @@ rows its model predicted).
 
 Without --once: wait START_DELAY_SECONDS, then run every INTERVAL_SECONDS (compose's job service). With --once:
 wait the start delay, run once, exit 0 (the Kubernetes CronJob). SIGTERM or SIGINT: the current chunk finishes,
-then the process exits 0.
+then the process exits 0. With HEARTBEAT_PATH set, the job touches that file once ready, at least every
+HEARTBEAT_SECONDS while it waits and after every chunk (a liveness signal for a process that opens no port).
 """
 
 import argparse
@@ -25,7 +26,9 @@ import signal
 import socket
 import sys
 import threading
+import time
 import uuid
+from pathlib import Path
 
 from sqlalchemy import Engine, bindparam, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -58,10 +61,13 @@ WRITE_BACK = text(
 
 
 class Stop:
-    """SIGTERM/SIGINT: stop after the current chunk, and cut a wait short."""
+    """SIGTERM/SIGINT: stop after the current chunk, and cut a wait short. Touches the heartbeat file, if any,
+    while it waits and after every chunk (`beat`)."""
 
-    def __init__(self):
+    def __init__(self, heartbeat_path: Path | None = None, heartbeat_seconds: float = 10.0):
         self.requested = threading.Event()
+        self.heartbeat_path = heartbeat_path
+        self.heartbeat_seconds = heartbeat_seconds
 
     def install(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -71,9 +77,18 @@ class Stop:
         logger.info("%s: stopping after the current chunk", signal.Signals(signum).name)
         self.requested.set()
 
+    def beat(self) -> None:
+        if self.heartbeat_path is not None:
+            self.heartbeat_path.touch()
+
     def wait(self, seconds: float) -> bool:
-        """Sleep; True if a stop was asked for meanwhile."""
-        return self.requested.wait(seconds)
+        """Sleep, beating; True if a stop was asked for meanwhile."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.beat()
+            if self.requested.wait(min(left, self.heartbeat_seconds)):
+                return True
+        return self.requested.is_set()
 
 
 def run_batch(engine: Engine, plane: DataPlane, chunk_size: int, job_name: str, stop: Stop | None = None) -> dict:
@@ -101,6 +116,8 @@ def run_batch(engine: Engine, plane: DataPlane, chunk_size: int, job_name: str, 
             )
         rows += len(pending)
         chunks += 1
+        if stop is not None:
+            stop.beat()
     with engine.begin() as connection:
         connection.execute(
             update(batch_runs).where(batch_runs.c.run_id == run_id).values(finished_datetime=text("now()"))
@@ -119,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     predictor = OnnxPredictor(settings.model_path, settings.resolved_label_path).load()
     plane = DataPlane(predictor, max_items=settings.chunk_size)
     engine = create_db_engine(settings.database_url, timeout=settings.db_timeout_seconds, pool_size=1)
-    stop = Stop()
+    stop = Stop(settings.heartbeat_path, settings.heartbeat_seconds)
     stop.install()
+    stop.beat()  # ready: settings read, model loaded
     try:
         if settings.start_delay_seconds:
             logger.info("waiting %g s before the first run", settings.start_delay_seconds)

@@ -52,6 +52,12 @@ class JobSettings(DatabaseSettings):
     )
     interval_seconds: float = Field(60.0, gt=0, description="Between the end of one run and the start of the next.")
     job_name: str | None = Field(None, description="This process's name in the runs table (default: host-pid).")
+    heartbeat_path: Path | None = Field(
+        None,
+        description="A file touched once the job is ready, at least every HEARTBEAT_SECONDS while it waits, and "
+        "after every chunk: a port-less process's liveness for a healthcheck or an exec probe (none if unset).",
+    )
+    heartbeat_seconds: float = Field(10.0, gt=0, description="The longest wait between two touches of the heartbeat.")
 
     @property
     def resolved_label_path(self) -> Path:

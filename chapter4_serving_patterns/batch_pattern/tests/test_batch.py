@@ -209,14 +209,23 @@ def job_process(database_url: str, *args: str, **env: str) -> subprocess.Popen:
     )
 
 
-def test_sigterm_stops_a_waiting_job_at_once(pattern):
-    job = job_process(database_url(pattern), START_DELAY_SECONDS="600")
+def test_a_waiting_job_beats_its_heartbeat_and_stops_at_once_on_sigterm(pattern, tmp_path):
+    heartbeat = tmp_path / "job.heartbeat"
+    job = job_process(
+        database_url(pattern), START_DELAY_SECONDS="600", HEARTBEAT_PATH=str(heartbeat), HEARTBEAT_SECONDS="0.2"
+    )
     try:
         output = ""
         while "waiting 600 s" not in output:  # its settings read and its model loaded
             line = job.stdout.readline()
             assert line, f"the job exited early: {output}"
             output += line
+        assert heartbeat.exists()
+        first = heartbeat.stat().st_mtime_ns
+        deadline = time.monotonic() + 30
+        while heartbeat.stat().st_mtime_ns == first:  # touched again while it waits (every 0.2 s)
+            assert time.monotonic() < deadline, "the heartbeat was not touched again while the job waited"
+            time.sleep(0.05)
         job.send_signal(signal.SIGTERM)
         assert job.wait(timeout=60) == 0  # long before its 600 s start delay is over
     finally:
