@@ -10,7 +10,7 @@ help:
 	@echo "make images          build every pattern's images with Docker and prove every container serves"
 	@echo "make lint            ruff: lint and format check of the whole tree"
 	@echo "make up P=<dir>      run a pattern locally until Ctrl-C (FREE_PORTS=1 if its ports are taken)"
-	@echo "make bench P=<dir>   benchmark a serving pattern against its floors"
+	@echo "make bench P=<dir>   benchmark a serving pattern against its floors (its own bench.py, if it has one)"
 	@echo "make setup | models  install what is needed | (re)build the models that are out of date"
 
 setup:
@@ -41,7 +41,7 @@ images: setup
 
 bench: setup
 	@test -n "$(P)" || { echo "usage: make bench P=<pattern dir>"; exit 2; }
-	$(PYTHON) -m mlpatterns.bench $(P)
+	$(if $(wildcard $(P)/bench.py),$(PYTHON) -m $(subst /,.,$(P:%/=%)).bench,$(PYTHON) -m mlpatterns.bench $(P))
 
 clean:
 	rm -rf models build .pytest_cache

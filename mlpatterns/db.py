@@ -12,12 +12,14 @@ request gets its 503 within the timeout.
 
 import selectors
 import time
+from pathlib import Path
 
 import psycopg2
 import psycopg2.extensions
-from sqlalchemy import URL, Engine, create_engine, text
+from sqlalchemy import URL, Engine, MetaData, create_engine, func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 
 def _wait_with_deadline(connection) -> None:
@@ -80,3 +82,41 @@ def wait_for_database(engine: Engine, timeout: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def run_migrations(metadata: MetaData, url: str | URL, lock_name: bytes) -> None:
+    """The body of a pattern's Alembic `migrations/env.py`: run the migrations against `url`, online only.
+
+    Several migrators may start at once (an initContainer in each replica): each first takes the PostgreSQL
+    advisory lock named by `lock_name` (up to 8 bytes, unique among the database's users), held until its
+    transaction commits, so one applies the migrations and the others, let in after it, find nothing to do."""
+    from alembic import context
+
+    if context.is_offline_mode():
+        raise SystemExit("offline (--sql) mode is not supported: migrations run against a live database")
+    engine = create_db_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            context.configure(connection=connection, target_metadata=metadata, compare_type=True)
+            with context.begin_transaction():
+                connection.execute(select(func.pg_advisory_xact_lock(int.from_bytes(lock_name, "big"))))
+                context.run_migrations()
+    finally:
+        engine.dispose()
+
+
+def upgrade_to_head(alembic_ini: Path, url: str | URL, wait_seconds: float = 30.0) -> str | None:
+    """What a one-shot `migrate` process does: wait for the database, bring its schema to the newest revision
+    of `alembic_ini`'s migrations, and return the revision it is at."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+
+    engine = create_db_engine(url)
+    try:
+        wait_for_database(engine, timeout=wait_seconds)
+        command.upgrade(Config(alembic_ini), "head")
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()

@@ -1,0 +1,171 @@
+"""`make bench P=chapter4_serving_patterns/batch_pattern`: the job's rows/s end to end beside onnxruntime's own.
+
+In one run, on a private PostgreSQL (started here from the machine's binaries, removed at the end):
+1. migrate, and seed --rows rows (default 100,000: the 150 iris flowers and their jittered copies, see seed.py);
+2. for 1 job and for 3 concurrent jobs (`job --once` processes, CHUNK_SIZE=--chunk), each --rounds times: every
+   prediction is reset, the table vacuumed, the jobs started together; rows/s end to end is the rows over the time
+   from the first run's start to the last run's end as the runs table records them (taking, predicting and
+   writing back every chunk, committed), after each job's process start and model load;
+3. the floor: onnxruntime's own run() on the same model, set up as the job's predictor is, on chunks of the same
+   size of the same rows, in this process.
+Prints a markdown table (medians of the rounds) and writes it to build/bench/batch_pattern.md.
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+
+import numpy as np
+import psycopg2
+
+from mlpatterns.runner.backing import PostgresServer, free_port
+from mlpatterns.runner.run import REPO_ROOT
+
+PACKAGE = "chapter4_serving_patterns.batch_pattern"
+MODEL = REPO_ROOT / "models" / "iris_svc" / "model.onnx"
+RESET = (
+    "UPDATE items SET prediction = NULL, label = NULL, predicted_by = NULL, predicted_datetime = NULL,"
+    " prediction_count = 0; DELETE FROM batch_runs"
+)
+
+
+def command(module: str, *args: str, env: dict) -> list[str]:
+    return [sys.executable, "-m", f"{PACKAGE}.{module}", *args]
+
+
+def one_round(url: str, env: dict, jobs: int, rows: int) -> tuple[float, float]:
+    """(rows/s from the first run's start to the last run's end, rows/s of the wall clock with process starts)."""
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        cursor.execute(RESET)
+    connection.close()
+    connection = psycopg2.connect(url)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE items")
+    start = time.perf_counter()
+    processes = [
+        subprocess.Popen(
+            command("job", "--once", env=env),
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(jobs)
+    ]
+    codes = [process.wait() for process in processes]
+    wall = time.perf_counter() - start
+    if any(codes):
+        raise SystemExit(f"a job failed: exit codes {codes}")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT extract(epoch FROM max(finished_datetime) - min(started_datetime)), sum(rows_predicted),"
+            " (SELECT count(*) FROM items WHERE prediction_count <> 1) FROM batch_runs"
+        )
+        span, predicted, not_once = cursor.fetchone()
+    connection.close()
+    if predicted != rows or not_once:
+        raise SystemExit(f"{predicted} rows predicted of {rows}, {not_once} rows not predicted exactly once")
+    return rows / float(span), rows / wall
+
+
+def onnxruntime_floor(values: np.ndarray, chunk: int, seconds: float = 3.0) -> float:
+    """onnxruntime's run() on chunks of the table's rows, as the job's predictor sets the session up: rows/s."""
+    from mlpatterns.predictor import OnnxPredictor
+
+    predictor = OnnxPredictor(MODEL).load()
+    outputs = [predictor.score_output] + ([predictor.class_output] if predictor.class_output else [])
+    chunks = [values[i : i + chunk] for i in range(0, len(values), chunk)]
+    predictor.session.run(outputs, {predictor.input_name: chunks[0]})  # warm-up
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for batch in chunks:
+            predictor.session.run(outputs, {predictor.input_name: batch})
+            done += len(batch)
+    return done / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m {PACKAGE}.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000, help="rows in the table (default: 100,000)")
+    parser.add_argument("--chunk", type=int, default=1000, help="CHUNK_SIZE of the jobs (default: 1000)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per number of jobs (default: 3)")
+    args = parser.parse_args(argv)
+    if not (1000 <= args.rows <= 10_000_000 and 1 <= args.chunk <= 10_000 and 1 <= args.rounds <= 10):
+        parser.error("--rows within 1,000..10,000,000, --chunk within 1..10,000, --rounds within 1..10")
+    from chapter4_serving_patterns.batch_pattern.seed import seed_rows
+
+    port = free_port()
+    server = PostgresServer(port).start()
+    try:
+        server.create_database("batch", "batch", "batch")
+        url = f"postgresql://batch:batch@127.0.0.1:{port}/batch"
+        env = dict(
+            os.environ, DATABASE_URL=url.replace("postgresql:", "postgresql+psycopg2:"), PYTHONPATH=str(REPO_ROOT)
+        )
+        env |= {"CHUNK_SIZE": str(args.chunk), "START_DELAY_SECONDS": "0", "MODEL_PATH": str(MODEL)}
+        print(f"seeding {args.rows:,} rows into a private PostgreSQL on port {port}...", flush=True)
+        for step in (["migrate"], ["seed", "--rows", str(args.rows)]):
+            subprocess.run(command(*step, env=env), env=env, cwd=REPO_ROOT, check=True, capture_output=True)
+        figures = {}
+        for jobs in (1, 3):
+            runs = []
+            for round_number in range(1, args.rounds + 1):
+                runs.append(one_round(url, env, jobs, args.rows))
+                print(
+                    f"  round {round_number}/{args.rounds}, {jobs} job(s): {runs[-1][0]:,.0f} rows/s "
+                    f"({runs[-1][1]:,.0f} rows/s with process starts)",
+                    flush=True,
+                )
+            figures[jobs] = tuple(statistics.median(run[i] for run in runs) for i in range(2))
+    finally:
+        server.stop()
+    values = np.float32(seed_rows(0, args.rows)[0])
+    floor = onnxruntime_floor(values, args.chunk)
+    report = render(args, figures, floor)
+    print("\n" + report)
+    out = REPO_ROOT / "build" / "bench" / "batch_pattern.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    print(f"written to {out.relative_to(REPO_ROOT)}")
+    return 0
+
+
+def render(args, figures: dict, floor: float) -> str:
+    shown = "make bench P=chapter4_serving_patterns/batch_pattern" if os.environ.get("MAKELEVEL") else None
+    shown = shown or " ".join(["python -m", f"{PACKAGE}.bench", *sys.argv[1:]])
+    lines = [
+        "## Benchmark: batch_pattern",
+        "",
+        f"- command: `{shown}`",
+        f"- date: {datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- machine: nproc {len(os.sched_getaffinity(0))}, Linux {platform.release()}, "
+        f"Python {platform.python_version()}",
+        f"- table: {args.rows:,} rows on a private PostgreSQL; jobs with CHUNK_SIZE={args.chunk}; "
+        f"each figure the median of {args.rounds} rounds",
+        "",
+        "| what | rows/s | share of the floor |",
+        "|---|---:|---:|",
+        *(
+            f"| {jobs} job{'s' if jobs > 1 else ''} at once, end to end (take, predict, write back, commit) "
+            f"| {end_to_end:,.0f} | {end_to_end / floor:.1%} |"
+            for jobs, (end_to_end, _) in figures.items()
+        ),
+        *(
+            f"| {jobs} job{'s' if jobs > 1 else ''} at once, wall clock with process start and model load "
+            f"| {wall:,.0f} | {wall / floor:.1%} |"
+            for jobs, (_, wall) in figures.items()
+        ),
+        f"| onnxruntime run() alone, {args.chunk}-row chunks of the same rows (floor) | {floor:,.0f} | 100% |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
