@@ -47,9 +47,10 @@ class Operation:
 
     @property
     def item(self) -> list | None:
-        """One item of the body's `data` batch, if it has one."""
+        """One item of the body's `data` batch, if it has one and it is a list of values."""
         data = self.schema.get("properties", {}).get("data", {})
-        return self.valid["data"][0] if data.get("type") == "array" and self.valid.get("data") else None
+        item = self.valid["data"][0] if data.get("type") == "array" and self.valid.get("data") else None
+        return item if isinstance(item, list) else None  # an image (a base64 string) has no values to change
 
 
 @dataclass
