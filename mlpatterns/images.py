@@ -13,6 +13,7 @@ are no image, and images larger than `max_pixels` (a decompression bomb) are ref
 import base64
 import binascii
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -51,6 +52,8 @@ class ImagePreprocessor:
         self.max_pixels = max_pixels
 
     def __call__(self, items: list[str]) -> np.ndarray:
+        if not items:
+            raise InvalidInput("data must hold at least one image")
         batch = np.stack([self.pixels(decode_base64(item, index), index) for index, item in enumerate(items)])
         if self.mean is not None:
             batch = (batch - self.mean) / self.std
@@ -83,7 +86,8 @@ class ImagePreprocessor:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise InvalidInput(f"item {index} is too large to decode") from None
         except (OSError, ValueError, SyntaxError) as error:  # what Pillow raises for bytes it cannot read
-            raise InvalidInput(f"item {index} is not an image Pillow can read (PNG, JPEG, ...): {error}") from None
+            reason = re.sub(r" <[^>]* at 0x[0-9a-f]+>", "", str(error))  # Pillow names its BytesIO object
+            raise InvalidInput(f"item {index} is not an image Pillow can read (PNG, JPEG, ...): {reason}") from None
         return image
 
 

@@ -62,3 +62,6 @@ def configure_logging(level: str = "INFO", json_format: bool = False) -> None:
     handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # httpx logs every call at INFO: a line per hop of every request. Calls between services are counted in
+    # metrics and their failures answered and logged by the core client, so keep only its warnings.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

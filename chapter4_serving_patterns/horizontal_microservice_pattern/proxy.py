@@ -259,6 +259,4 @@ def create_app(environ: Mapping[str, str] = os.environ) -> FastAPI:
         raise RuntimeError(f"no backend: set one {PREFIX}<NAME>=<url> variable per backend, e.g. SERVICE_SETOSA")
     app = create_service_app(settings, lambda router: add_proxy_routes(router, settings, backends), upstreams=backends)
     logger.info("backends: %s", ", ".join(f"{name} at {url}" for name, url in backends.items()))
-    # httpx logs every call at INFO: three lines per request here. Failures are logged above, counts are metrics.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     return app

@@ -14,7 +14,6 @@ module table), so its image holds no model, and it scales on decoding work alone
 is down, /health still answers and the predictions are a 503 naming it (`mlpatterns.client`).
 """
 
-import logging
 import math
 import sys
 import time
@@ -63,8 +62,6 @@ def create_app(settings: PrepSettings | None = None) -> FastAPI:
     preprocess = ImagePreprocessor(shape=settings.image_shape)
     sample = [sample_digits()["0"]]
     PredictRequest = predict_request(settings.image_shape, Base64Image, max_items=settings.max_batch_rows)
-    # httpx logs every call at INFO, a line per prediction; failures are answered and logged as 5xx already.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     async def predict(request: Request, images: list[str]) -> TensorPrediction:
         if len(images) > settings.max_batch_rows:

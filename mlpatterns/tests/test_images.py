@@ -80,3 +80,11 @@ def test_the_shipped_sample_digits_are_the_generated_ones_and_the_digits_model_r
         OnnxPredictor(Path("models/cifar10/model.onnx")).load().predict(ImagePreprocessor()(list(shipped.values())))
     )
     assert predicted.classes.tolist() == list(range(10))
+
+
+def test_an_empty_batch_is_invalid_input_and_a_message_names_no_object_address():
+    with pytest.raises(InvalidInput, match="at least one image"):
+        ImagePreprocessor()([])
+    with pytest.raises(InvalidInput) as refused:
+        ImagePreprocessor()([base64.b64encode(b"hello").decode()])
+    assert "0x" not in str(refused.value) and str(refused.value).endswith("cannot identify image file")
