@@ -5,7 +5,9 @@
 3. the model floor: the same ONNX model called in this process (one row; a 1000-row batch).
 What to load comes from the pattern's compose file, a top-level `x-bench` (every key optional):
     x-bench: {service: proxy, path: /predict/label, body: {"data": [...]}, model: models/cifar10/model.onnx}
-By default: the service `web`, POST /predict, the first row of its /metadata sample, the service's MODEL_PATH.
+    x-bench: {service: serving, path: "/v1/models/digits:predict", key: instances, sample: digit}
+By default: the service `web`, POST /predict, `{"data": [item]}` with the first item of its /metadata sample
+(`sample: digit`: a shipped digit image instead; `key`: another name than "data"), the service's MODEL_PATH.
 Image items (base64 strings) are decoded once before the model floor, which measures the model alone.
 The two servers are loaded in turn, round after round, so a slow spell of a shared machine hits both alike;
 each figure is the median of the rounds. Prints a table and the ratios that matter, and writes them as
@@ -31,7 +33,7 @@ import yaml
 
 from mlpatterns.bench.cpu import CpuMeter, CpuShare
 from mlpatterns.bench.wrk import Load, WrkMissing, ensure_wrk, run_wrk
-from mlpatterns.images import ImagePreprocessor
+from mlpatterns.images import ImagePreprocessor, sample_digits
 from mlpatterns.predictor import OnnxPredictor
 from mlpatterns.runner.run import REPO_ROOT, RunnerError, run_pattern, stop_on_signals
 from mlpatterns.settings import IRIS_SAMPLE, ModelServingSettings
@@ -94,9 +96,13 @@ def summarize(done: list[tuple[Load, CpuShare]]) -> Figures:
 def bench_spec(pattern: Path) -> dict:
     """The pattern's `x-bench` (module docstring), checked: a misspelt key stops the bench instead of being ignored."""
     spec = yaml.safe_load((pattern / "docker-compose.yml").read_text()).get("x-bench") or {}
-    unknown = set(spec) - {"service", "path", "body", "model"}
+    unknown = set(spec) - {"service", "path", "body", "key", "sample", "model"}
     if unknown:
-        raise RunnerError(f"{pattern}: x-bench has unknown keys {sorted(unknown)} (service, path, body, model)")
+        raise RunnerError(
+            f"{pattern}: x-bench has unknown keys {sorted(unknown)} (service, path, body, key, sample, model)"
+        )
+    if spec.get("sample", "metadata") not in ("metadata", "digit"):
+        raise RunnerError(f"{pattern}: x-bench sample is metadata or digit, not {spec['sample']!r}")
     return spec
 
 
@@ -153,10 +159,13 @@ def main(argv: list[str] | None = None) -> int:
             base = run.url(args.service)
             if "body" in spec:
                 body = orjson.dumps(spec["body"])
-                sample = spec["body"]["data"]
+                sample = spec["body"][spec.get("key", "data")]
             else:
-                sample = httpx.get(base + "/metadata", timeout=5).json().get("data_sample", IRIS_SAMPLE)
-                body = orjson.dumps({"data": sample[:1]})
+                if spec.get("sample") == "digit":
+                    sample = [sample_digits()["0"]]
+                else:
+                    sample = httpx.get(base + "/metadata", timeout=5).json().get("data_sample", IRIS_SAMPLE)
+                body = orjson.dumps({spec.get("key", "data"): sample[:1]})
             workers = running.service.environment.get("WORKERS")
             with run_pattern(ECHO, overrides={"echo": {"WORKERS": workers}} if workers else None) as floor:
                 # Runner processes lead their own sessions: a pid is its process group id.
