@@ -17,8 +17,7 @@ RUN pip install --no-cache-dir pipenv==2026.10.3 \
     && pipenv requirements --hash --categories training > training.txt
 
 # Slim: the venv has no pip or setuptools of its own (the interpreter's pip installs into it with --python), no
-# packages' test suites, C sources, headers or type stubs, and not onnxruntime's offline tools (quantization,
-# transformer optimisers), which need onnx, a training package absent here; pip keeps no cache.
+# packages' test suites, C sources, headers or type stubs; pip keeps no cache.
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -29,18 +28,30 @@ RUN python -c 'import sys; sys.exit(None if sys.version_info >= (3, 11, 3) else 
     && pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes -r /opt/requirements/requirements.txt \
     && find /opt/venv -depth -type d -name tests -exec rm -rf {} + \
     && find /opt/venv -type f \( -name '*.pyi' -o -name '*.pyx' -o -name '*.pxd' -o -name '*.c' -o -name '*.h' \) -delete \
-    && rm -r /opt/venv/lib/python3.*/site-packages/onnxruntime/transformers \
-        /opt/venv/lib/python3.*/site-packages/onnxruntime/quantization /opt/venv/lib/python3.*/site-packages/onnxruntime/tools \
     && useradd --system --uid 10001 --create-home app
 WORKDIR /app
 RUN mkdir models && chown app:app /app models
 
+# Training keeps onnxruntime whole: its quantization tools (edge_ai's int8 model) need onnx, installed here.
 FROM runtime AS train
 RUN pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes -r /opt/requirements/training.txt
 COPY mlpatterns mlpatterns
 # Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001
 
-FROM runtime
+# Serving: the same venv without onnxruntime's offline tools (quantization, transformer optimisers), which need
+# onnx, a training package absent here. Copied from a stage that removed them, so no layer carries them.
+FROM runtime AS serving-venv
+RUN rm -r /opt/venv/lib/python3.*/site-packages/onnxruntime/transformers \
+        /opt/venv/lib/python3.*/site-packages/onnxruntime/quantization /opt/venv/lib/python3.*/site-packages/onnxruntime/tools
+
+FROM ${PYTHON_IMAGE}
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH
+COPY --from=serving-venv /opt/venv /opt/venv
+RUN useradd --system --uid 10001 --create-home app
+WORKDIR /app
+RUN mkdir models && chown app:app /app models
 COPY mlpatterns mlpatterns
 USER 10001
