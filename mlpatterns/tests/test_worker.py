@@ -164,9 +164,14 @@ def test_a_handler_error_fails_that_job_and_the_worker_goes_on(settings, client,
     )
     assert job(client, settings, good).result == {"double": 4, "worker": "w1"}
     assert worker.poll() is None
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     queue = f'queue="{settings.queue_name}"'
-    assert f'worker_jobs_total{{outcome="done",{queue}}} 1.0' in text
+
+    def metrics_once_counted() -> str | None:
+        # The job's record says done before the worker counts it: wait for the count, then read the rest.
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        return text if f'worker_jobs_total{{outcome="done",{queue}}} 1.0' in text else None
+
+    text = wait_until(metrics_once_counted, what="the done job's count")
     assert f'worker_jobs_total{{outcome="failed",{queue}}} 1.0' in text
     assert f'worker_job_duration_seconds_count{{outcome="failed",{queue}}} 1.0' in text
 
