@@ -16,9 +16,9 @@ host network. Where `python:3.11-slim` cannot be pulled, a stand-in is built onc
 Containers run as compose would run them, on the host network: each service on a free port through PORT,
 with its compose command and environment (service addresses rewritten to 127.0.0.1 and the chosen ports),
 named volumes as fresh Docker volumes, `redis`/`postgres` services as the runner's private servers, in
-dependency order. A service must become healthy by its image's own HEALTHCHECK (probed every second instead of
-every ten), answer the pattern's demo (the book's example requests) with no 5xx, and run as its declared
-non-root user; a one-shot must exit 0.
+dependency order. A service must become healthy by its image's own HEALTHCHECK, or by its compose healthcheck
+where that names another command, as compose does (probed every second instead of every ten), answer the
+pattern's demo (the book's example requests) with no 5xx, and run as its declared non-root user; a one-shot must exit 0.
 """
 
 import argparse
@@ -31,6 +31,7 @@ import inspect
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -638,6 +639,9 @@ class ComposeRun:
         args = ["run", "-d", "--name", name, "--network=host", f"--label={LABEL}={self.run_id}"]
         if service.healthcheck:
             args.append("--health-interval=1s")  # the image's own check, probed every second
+            image_check = (self.docker.inspect(raw["image"])["Config"].get("Healthcheck") or {}).get("Test")
+            if image_check != ["CMD", *service.healthcheck]:  # compose's own check replaces the image's, as in compose
+                args.append(f"--health-cmd={shlex.join(service.healthcheck)}")
         for key, value in env.items():
             args += ["-e", f"{key}={value}"]
         for mount in raw.get("volumes") or []:

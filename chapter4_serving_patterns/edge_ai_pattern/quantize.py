@@ -39,7 +39,8 @@ def record_path(out: Path) -> Path:
 
 def settings(calibration: int, seed: int) -> dict:
     return {
-        "method": "quantize_static, QDQ, uint8 activations, int8 weights per tensor, MinMax calibration",
+        "method": "quant_pre_process without symbolic shapes, then quantize_static, QDQ, uint8 activations, "
+        "int8 weights per tensor, MinMax calibration",
         "calibration": {"split": "train", "images": calibration, "seed": seed},
         "onnxruntime": ort.__version__,  # another version may write other bytes
     }
@@ -89,7 +90,9 @@ def quantize(model: Path, out: Path, calibration: int = CALIBRATION_IMAGES, seed
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(str(model), str(prepared))
+        # The CNN's shapes are static: ONNX's own shape inference is enough, and symbolic inference would need
+        # sympy, which only torch brings (the training base has no torch).
+        quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
         softmax = [node.name for node in onnx.load(prepared).graph.node if node.op_type == "Softmax"]
         written = Path(scratch) / "model.int8.onnx"
         quantize_static(
