@@ -40,6 +40,12 @@ class PayloadTooLarge(PatternError):
     status_code = 413
 
 
+class UnsupportedMediaType(PatternError):
+    """A body in a format the route does not take (JSON where raw bytes are expected)."""
+
+    status_code = 415
+
+
 class NotFound(PatternError):
     status_code = 404
 

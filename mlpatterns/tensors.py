@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import numpy as np
 from fastapi import Request
 
-from mlpatterns.errors import InvalidInput, PatternError
+from mlpatterns.errors import InvalidInput, UnsupportedMediaType
 
 MEDIA_TYPE = "application/octet-stream"
 SHAPE_HEADER = "X-Tensor-Shape"
@@ -31,10 +31,6 @@ DTYPE_HEADER = "X-Tensor-Dtype"
 MAX_DIMS = 8
 # The dtypes a tensor may have on the wire, all little-endian (as ONNX's raw_data), by their numpy names.
 DTYPES = {name: np.dtype(name).newbyteorder("<") for name in ("float32", "float64", "int32", "int64", "uint8")}
-
-
-class UnsupportedMediaType(PatternError):
-    status_code = 415
 
 
 def encode_tensor(array: np.ndarray) -> tuple[bytes, dict[str, str]]:
