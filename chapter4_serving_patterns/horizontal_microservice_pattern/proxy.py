@@ -23,7 +23,6 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -49,7 +48,7 @@ PREFIX = "SERVICE_"
 ROW_WIDTH = 4  # the iris features every backend takes
 POSITIVE = 1  # the class "is this species" of each one-vs-rest model (mlpatterns/training/iris.py)
 # The backends' models take float32: a number beyond its range is refused by them, and the proxy's schema says so.
-FLOAT32_LIMIT = value_limit(SimpleNamespace(predictor=SimpleNamespace(input_dtype=np.float32)))
+FLOAT32_LIMIT = value_limit(np.float32)
 
 
 class ProxySettings(HttpServiceSettings, UpstreamSettings):

@@ -60,14 +60,17 @@ def request_model(plane: DataPlane) -> type[BaseModel]:
     """The request body of the plane's model: its item shape, batch limit and value range in the JSON Schema."""
     item_type = getattr(plane.preprocess, "item_type", None)
     return predict_request(
-        tuple(plane.predictor.feature_shape), item_type, max_items=plane.max_items, value_limit=value_limit(plane)
+        tuple(plane.predictor.feature_shape),
+        item_type,
+        max_items=plane.max_items,
+        value_limit=value_limit(plane.predictor.input_dtype),
     )
 
 
-def value_limit(plane: DataPlane) -> float | None:
-    """The magnitude from which a JSON number becomes infinite in the model's (float32) input, and is refused: its
+def value_limit(input_dtype) -> float | None:
+    """The magnitude from which a JSON number becomes infinite in a model's (float32) input, and is refused: its
     largest value plus half a step, as numbers round to the nearest. float64 inputs take every finite JSON number."""
-    dtype = np.dtype(plane.predictor.input_dtype)
+    dtype = np.dtype(input_dtype)
     if dtype.kind != "f" or dtype.itemsize >= 8:
         return None
     largest = np.finfo(dtype).max
