@@ -16,9 +16,11 @@ import io
 import re
 import warnings
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from PIL import Image
+from pydantic import Field
 
 from mlpatterns.errors import InvalidInput
 
@@ -27,12 +29,23 @@ from mlpatterns.errors import InvalidInput
 SAMPLE_DIGITS = Path(__file__).parent / "data" / "digits"
 
 
+# One image in a request: its schema says "base64 of an image" (JSON Schema can say no more), which clients and
+# the contract tests read; whether the bytes are an image is the preprocessor's to say (a 422 naming the item).
+Base64Image = Annotated[
+    str,
+    Field(
+        description="Base64 (standard alphabet) of an image file: PNG, JPEG or any format Pillow reads, any mode.",
+        json_schema_extra={"contentEncoding": "base64", "contentMediaType": "image/*"},
+    ),
+]
+
+
 class ImagePreprocessor:
     """A data-plane preprocess hook: base64 images -> (N, C, H, W) float32, channels first as the CNN takes them.
 
     `mean` and `std` (one value per channel) normalise the pixels for models that do not do it themselves."""
 
-    item_type = str  # one request item: a base64 string
+    item_type = Base64Image  # one request item
 
     def __init__(
         self,

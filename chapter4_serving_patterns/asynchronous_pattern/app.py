@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from chapter4_serving_patterns.asynchronous_pattern.settings import IMAGE_SHAPE, ProxySettings
 from mlpatterns.errors import InvalidInput, NotFound, error_responses
-from mlpatterns.images import ImagePreprocessor, sample_digits
+from mlpatterns.images import Base64Image, ImagePreprocessor, sample_digits
 from mlpatterns.jobs import Job, JobQueue
 from mlpatterns.logging import request_id
 from mlpatterns.serving.service import create_service_app
@@ -34,11 +34,7 @@ SAMPLE = sample_digits()
 class ImageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"image_data": SAMPLE["7"]}]})
 
-    image_data: str = Field(
-        min_length=1,
-        description="An image file (PNG, JPEG or any format Pillow reads, any mode) in standard base64.",
-        json_schema_extra={"contentEncoding": "base64", "contentMediaType": "image/*"},
-    )
+    image_data: Base64Image = Field(min_length=1)
 
 
 class JobAccepted(BaseModel):

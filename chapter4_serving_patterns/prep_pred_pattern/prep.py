@@ -17,7 +17,6 @@ is down, /health still answers and the predictions are a 503 naming it (`mlpatte
 import math
 import sys
 import time
-from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -27,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from mlpatterns import metrics
 from mlpatterns.client import UpstreamSettings
 from mlpatterns.errors import PayloadTooLarge, error_responses
-from mlpatterns.images import ImagePreprocessor, sample_digits
+from mlpatterns.images import Base64Image, ImagePreprocessor, sample_digits
 from mlpatterns.serving.schemas import Health, LabelsResponse, ScoresResponse, predict_request
 from mlpatterns.serving.service import create_service_app
 from mlpatterns.settings import HttpServiceSettings
@@ -39,13 +38,6 @@ STAGE_SECONDS = metrics.histogram(
     "prep_stage_seconds", "Time of each stage of a prediction: preprocess here, predict in pred", ["stage"]
 )
 UPSTREAM_ERRORS = error_responses(502, 503, 504)  # the prediction service failed, is down, or is late
-Base64Image = Annotated[
-    str,
-    Field(
-        description="Base64 (standard alphabet) of an image file: PNG, JPEG or any format Pillow reads, any mode.",
-        json_schema_extra={"contentEncoding": "base64", "contentMediaType": "image/*"},
-    ),
-]
 
 
 class PrepSettings(HttpServiceSettings, UpstreamSettings):

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlpatterns.dataplane import Answer, DataPlane
 from mlpatterns.errors import NotFound, PayloadTooLarge
+from mlpatterns.images import Base64Image as CoreBase64Image
 from mlpatterns.images import ImagePreprocessor, sample_digits
 from mlpatterns.predictor import OnnxPredictor
 from mlpatterns.serving.app import json_response
@@ -46,12 +47,9 @@ class SynchronousSettings(ModelServingSettings):
 INPUT = "image"  # the signature's one input, named as the original's
 SIGNATURES = {"serving_default": "output_0", "probabilities": "probabilities"}  # name -> its one output
 
+# The core's image item, in either base64 alphabet here: TF Serving's clients send URL-safe.
 Base64Image = Annotated[
-    str,
-    Field(
-        description="Base64 of an image file (PNG, JPEG...), standard or URL-safe alphabet.",
-        json_schema_extra={"contentEncoding": "base64", "contentMediaType": "image/*"},
-    ),
+    CoreBase64Image, Field(description="Base64 of an image file (PNG, JPEG...), standard or URL-safe alphabet.")
 ]
 
 
