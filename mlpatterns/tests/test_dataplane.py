@@ -141,4 +141,5 @@ def test_the_routes_take_encoded_images_and_carry_extra_fields(predictor):
         assert refused.status_code == 422
         assert refused.json()["detail"].startswith("item 1 is not an image Pillow can read")
         schema = client.get("/openapi.json").json()["components"]["schemas"]["PredictEncodedRequest"]
-        assert schema["properties"]["data"]["items"] == {"type": "string"}
+        assert schema["properties"]["data"]["items"]["type"] == "string"
+        assert schema["properties"]["data"]["items"]["contentEncoding"] == "base64"
