@@ -4,8 +4,7 @@ FROM mlpatterns/base:0.1.0
 WORKDIR /app
 COPY --from=mlpatterns/cifar10_model:0.1.0 /app/models/cifar10 models/cifar10
 COPY chapter4_serving_patterns/__init__.py chapter4_serving_patterns/
-COPY chapter4_serving_patterns/prep_pred_pattern/__init__.py chapter4_serving_patterns/prep_pred_pattern/pred.py \
-     chapter4_serving_patterns/prep_pred_pattern/schemas.py chapter4_serving_patterns/prep_pred_pattern/
+COPY chapter4_serving_patterns/prep_pred_pattern/__init__.py chapter4_serving_patterns/prep_pred_pattern/pred.py chapter4_serving_patterns/prep_pred_pattern/
 ENV PORT=8001 \
     MODEL_PATH=models/cifar10/model.onnx
 EXPOSE 8001

@@ -4,8 +4,7 @@
 FROM mlpatterns/base:0.1.0
 WORKDIR /app
 COPY chapter4_serving_patterns/__init__.py chapter4_serving_patterns/
-COPY chapter4_serving_patterns/prep_pred_pattern/__init__.py chapter4_serving_patterns/prep_pred_pattern/prep.py \
-     chapter4_serving_patterns/prep_pred_pattern/schemas.py chapter4_serving_patterns/prep_pred_pattern/
+COPY chapter4_serving_patterns/prep_pred_pattern/__init__.py chapter4_serving_patterns/prep_pred_pattern/prep.py chapter4_serving_patterns/prep_pred_pattern/
 ENV PORT=8000 \
     PREDICTION_URL=http://pred:8001
 EXPOSE 8000

@@ -27,12 +27,10 @@ from mlpatterns import metrics
 from mlpatterns.client import UpstreamSettings
 from mlpatterns.errors import PayloadTooLarge, error_responses
 from mlpatterns.images import Base64Image, ImagePreprocessor, sample_digits
-from mlpatterns.serving.schemas import Health, LabelsResponse, ScoresResponse, predict_request
+from mlpatterns.serving.schemas import Health, LabelsResponse, ScoresResponse, TensorPrediction, predict_request
 from mlpatterns.serving.service import create_service_app
 from mlpatterns.settings import HttpServiceSettings
 from mlpatterns.tensors import MEDIA_TYPE, encode_tensor
-
-from .schemas import TensorPrediction
 
 STAGE_SECONDS = metrics.histogram(
     "prep_stage_seconds", "Time of each stage of a prediction: preprocess here, predict in pred", ["stage"]

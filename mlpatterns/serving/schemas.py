@@ -89,3 +89,16 @@ class Metadata(BaseModel):
     prediction_type: str
     prediction_structure: str
     prediction_sample: list[list[float]]
+
+
+class TensorPrediction(BaseModel):
+    """The service's answer: the one contract between it and its callers besides the tensor itself."""
+
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={"examples": [{"model": "cifar10", "prediction": [[0.998] + [0.0002] * 9], "labels": ["0"]}]},
+    )
+
+    model: str = Field(description="The name of the model that answered.")
+    prediction: list[list[float]] = Field(description="One row of class probabilities per image of the tensor.")
+    labels: list[str] = Field(description="The most likely label of each image.")
