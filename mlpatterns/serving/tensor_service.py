@@ -114,3 +114,9 @@ def create_tensor_app(settings: TensorServiceSettings) -> FastAPI:
     predictor = OnnxPredictor(settings.model_path, settings.resolved_label_path).load()
     plane = DataPlane(predictor, name=settings.model_name, max_items=settings.max_batch_rows)
     return create_service_app(settings, lambda router: add_routes(router, plane))
+
+
+def create_app() -> FastAPI:
+    """The factory gunicorn and the runner call: `mlpatterns.serving.tensor_service:create_app()`, configured by
+    the environment (MODEL_PATH, API_TITLE, ...)."""
+    return create_tensor_app(TensorServiceSettings())
