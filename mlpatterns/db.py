@@ -1,6 +1,10 @@
 """Small SQLAlchemy helpers for the patterns that keep state in a SQL database (PostgreSQL through psycopg2).
 
 An engine is made from a URL when a process starts (in each gunicorn worker, after the fork), never at import.
+A pattern's settings inherit `DatabaseSettings` (DATABASE_URL and the timeouts), and its processes call
+
+    engine = settings.engine()                                  # an API worker, a job, a seeder
+    migrate(Path(__file__).with_name("alembic.ini"), settings)  # its one-shot `migrate` command
 
 A database that is down answers at once (connection refused: a 503 in every service). A database that hangs (a
 stopped server, a lost network path) answers nothing, and libpq would wait for it forever, whatever
@@ -10,16 +14,23 @@ error that SQLAlchemy counts as a lost connection: the connection is dropped, no
 request gets its 503 within the timeout.
 """
 
+import logging
 import selectors
 import time
 from pathlib import Path
 
 import psycopg2
 import psycopg2.extensions
-from sqlalchemy import URL, Engine, MetaData, create_engine, func, select, text
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import URL, Engine, MetaData, create_engine, func, make_url, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
+
+from mlpatterns.logging import configure_logging
+
+logger = logging.getLogger(__name__)
 
 
 def _wait_with_deadline(connection) -> None:
@@ -120,3 +131,49 @@ def upgrade_to_head(alembic_ini: Path, url: str | URL, wait_seconds: float = 30.
             return MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
+
+
+class DatabaseSettings(BaseSettings):
+    """Where a pattern's database is and how long anything may wait on it. A subclass gives DATABASE_URL its
+    default (or builds `url` from other variables, as model_db does from the original's POSTGRES_*)."""
+
+    model_config = SettingsConfigDict(extra="ignore", protected_namespaces=(), frozen=True)
+
+    database_url: str | None = Field(
+        None, description="A SQLAlchemy URL, e.g. postgresql+psycopg2://user:password@postgres:5432/name."
+    )
+    db_pool_size: int = Field(
+        5,
+        gt=0,
+        description="Connections per process; keep processes x replicas x this under the server's max_connections "
+        "(100 by default).",
+    )
+    db_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="No connect, statement or wait for a pooled connection takes longer: a database that is down or "
+        "hung is a 503 (or a failed run) within this time.",
+    )
+    db_wait_seconds: float = Field(30.0, ge=0, description="How long a process waits for the database at its start.")
+    log_level: str = "INFO"
+    log_json: bool = Field(False, description="Log one JSON object per line instead of plain text.")
+
+    @property
+    def url(self) -> URL:
+        if not self.database_url:
+            raise ValueError("DATABASE_URL is not set")
+        return make_url(self.database_url)
+
+    def engine(self, **options) -> Engine:
+        """An engine with these timeouts and a pool of `db_pool_size` (no overflow: the bound is the bound)."""
+        options = {"pool_size": self.db_pool_size, "max_overflow": 0, **options}
+        return create_db_engine(self.url, timeout=self.db_timeout_seconds, **options)
+
+
+def migrate(alembic_ini: Path, settings: DatabaseSettings) -> str | None:
+    """The body of a pattern's `migrate` command: log as its services do, wait for the database, upgrade to the
+    newest revision and say which it is (the URL is logged with its password hidden)."""
+    configure_logging(settings.log_level, settings.log_json)
+    revision = upgrade_to_head(alembic_ini, settings.url, settings.db_wait_seconds)
+    logger.info("database %s is at revision %s", settings.url.render_as_string(), revision)
+    return revision

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DataError
 
 from chapter2_training.model_db.routes import api_router, health
 from chapter2_training.model_db.settings import ModelDbSettings
-from mlpatterns.db import create_db_engine, session_factory
+from mlpatterns.db import session_factory
 from mlpatterns.serving.service import create_service_app
 
 
@@ -23,9 +23,7 @@ async def _data_refused(request: Request, exc: Exception) -> JSONResponse:
 
 def create_app(settings: ModelDbSettings | None = None) -> FastAPI:
     settings = settings or ModelDbSettings()
-    engine = create_db_engine(
-        settings.url, timeout=settings.db_timeout_seconds, pool_size=settings.db_pool_size, max_overflow=0
-    )
+    engine = settings.engine()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

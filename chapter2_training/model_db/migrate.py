@@ -5,22 +5,16 @@ in the API's workers. Running it again is a no-op; several at once are serialise
 (mlpatterns.db.run_migrations).
 """
 
-import logging
 from pathlib import Path
 
 from chapter2_training.model_db.settings import ModelDbSettings
-from mlpatterns.db import upgrade_to_head
-from mlpatterns.logging import configure_logging
+from mlpatterns.db import migrate
 
 ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
-logger = logging.getLogger(__name__)
 
 
 def main() -> None:
-    settings = ModelDbSettings()
-    configure_logging(settings.log_level, settings.log_json)
-    revision = upgrade_to_head(ALEMBIC_INI, settings.url, settings.db_wait_seconds)
-    logger.info("database %s is at revision %s", settings.url.render_as_string(), revision)
+    migrate(ALEMBIC_INI, ModelDbSettings())
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from sqlalchemy import ColumnElement, Connection, func, select, text
 
 from chapter4_serving_patterns.batch_pattern.settings import ApiSettings
 from chapter4_serving_patterns.batch_pattern.tables import batch_runs, items
-from mlpatterns.db import create_db_engine
 from mlpatterns.errors import error_responses
 from mlpatterns.serving.service import create_service_app
 
@@ -126,9 +125,7 @@ def add_routes(router: APIRouter) -> None:
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
-    engine = create_db_engine(
-        settings.database_url, timeout=settings.db_timeout_seconds, pool_size=settings.db_pool_size, max_overflow=0
-    )
+    engine = settings.engine()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

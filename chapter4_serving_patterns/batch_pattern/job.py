@@ -36,7 +36,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from chapter4_serving_patterns.batch_pattern.settings import JobSettings
 from chapter4_serving_patterns.batch_pattern.tables import batch_runs, items
 from mlpatterns.dataplane import DataPlane
-from mlpatterns.db import create_db_engine
 from mlpatterns.logging import configure_logging
 from mlpatterns.predictor import OnnxPredictor
 
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     job_name = settings.job_name or f"{socket.gethostname()}-{os.getpid()}"
     predictor = OnnxPredictor(settings.model_path, settings.resolved_label_path).load()
     plane = DataPlane(predictor, max_items=settings.chunk_size)
-    engine = create_db_engine(settings.database_url, timeout=settings.db_timeout_seconds, pool_size=1)
+    engine = settings.engine(pool_size=1)
     stop = Stop(settings.heartbeat_path, settings.heartbeat_seconds)
     stop.install()
     stop.beat()  # ready: settings read, model loaded

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from chapter4_serving_patterns.batch_pattern.settings import SeedSettings
 from chapter4_serving_patterns.batch_pattern.tables import items
-from mlpatterns.db import create_db_engine, wait_for_database
+from mlpatterns.db import wait_for_database
 from mlpatterns.logging import configure_logging
 
 IRIS_CSV = Path(__file__).parent / "data" / "iris.csv"
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = SeedSettings() if args.rows is None else SeedSettings(seed_rows=args.rows)
     configure_logging(settings.log_level, settings.log_json)
-    engine = create_db_engine(settings.database_url)
+    engine = settings.engine()
     try:
         wait_for_database(engine, timeout=settings.db_wait_seconds)
         added = seed(engine, settings.seed_rows)

@@ -4,17 +4,15 @@ environment when a process starts. All of them reach the same database through D
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlpatterns.db import DatabaseSettings
 from mlpatterns.settings import HttpServiceSettings, ModelPath
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://batch:batch@127.0.0.1:5432/batch"
 
 
-class DatabaseSettings(BaseSettings):
-    """Where the items table lives, and how long anything may wait on it."""
-
-    model_config = SettingsConfigDict(extra="ignore", protected_namespaces=(), frozen=True)
+class BatchDatabaseSettings(DatabaseSettings):
+    """Where the items table lives (the core's DatabaseSettings: timeouts, pool, wait at start)."""
 
     database_url: str = Field(DEFAULT_DATABASE_URL, description="A SQLAlchemy URL of the PostgreSQL database.")
     db_timeout_seconds: float = Field(
@@ -23,20 +21,13 @@ class DatabaseSettings(BaseSettings):
         description="No connect, statement or wait for a pooled connection takes longer; a database that is down "
         "or hung is a 503 (API) or a failed run (job) within this time.",
     )
-    db_wait_seconds: float = Field(30.0, ge=0, description="How long a process waits for the database at its start.")
-    log_level: str = "INFO"
-    log_json: bool = Field(False, description="Log one JSON object per line instead of plain text.")
 
 
-class ApiSettings(DatabaseSettings, HttpServiceSettings):
+class ApiSettings(BatchDatabaseSettings, HttpServiceSettings):
     """The read-only API."""
 
-    db_pool_size: int = Field(
-        5, gt=0, description="Connections per worker process; keep workers x replicas x this under max_connections."
-    )
 
-
-class JobSettings(DatabaseSettings):
+class JobSettings(BatchDatabaseSettings):
     """The batch job: which model, how many rows per transaction, when to run."""
 
     model_path: ModelPath = Path("models/iris_svc/model.onnx")
@@ -64,7 +55,7 @@ class JobSettings(DatabaseSettings):
         return self.label_path or self.model_path.with_name("labels.json")
 
 
-class SeedSettings(DatabaseSettings):
+class SeedSettings(BatchDatabaseSettings):
     """The seeder: how many rows the table should hold (made from the 150 real iris rows, see seed.py)."""
 
     seed_rows: int = Field(150, ge=0, le=10_000_000, description="Seeded rows wanted in the table.")

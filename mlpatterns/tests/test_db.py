@@ -11,7 +11,7 @@ import psycopg2
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from mlpatterns.db import upgrade_to_head
+from mlpatterns.db import DatabaseSettings, migrate, upgrade_to_head
 from mlpatterns.runner.backing import PostgresServer, free_port
 from mlpatterns.runner.run import REPO_ROOT
 
@@ -100,3 +100,27 @@ def test_migrators_started_at_once_take_turns(alembic_ini, postgres):
 def test_upgrade_to_head_gives_up_on_a_database_that_is_not_there(alembic_ini):
     with pytest.raises(OperationalError):
         upgrade_to_head(alembic_ini, f"postgresql+psycopg2://toy:toy@127.0.0.1:{free_port()}/toy", wait_seconds=1)
+
+
+def test_database_settings_give_an_engine_with_their_pool_and_timeout_and_migrate_logs_no_password(
+    alembic_ini, postgres, monkeypatch, caplog
+):
+    monkeypatch.setenv("DATABASE_URL", postgres)
+    monkeypatch.setenv("DB_POOL_SIZE", "2")
+    monkeypatch.setenv("DB_TIMEOUT_SECONDS", "1.5")
+    settings = DatabaseSettings()
+    engine = settings.engine()
+    try:
+        assert engine.pool.size() == 2 and engine.pool._max_overflow == 0
+        assert engine.pool._timeout == 1.5  # waiting for a pooled connection is bounded too
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "1500ms"
+    finally:
+        engine.dispose()
+    with caplog.at_level("INFO", logger="mlpatterns.db"):
+        assert migrate(alembic_ini, settings) == "0001"
+    assert "toy:***@127.0.0.1" in caplog.text and "toy:toy@" not in caplog.text  # the password is hidden
+    assert "is at revision 0001" in caplog.text
+    monkeypatch.delenv("DATABASE_URL")
+    with pytest.raises(ValueError, match="DATABASE_URL is not set"):
+        DatabaseSettings().engine()
