@@ -3,6 +3,7 @@
     pixels = await decode_image(preprocess, request.image_data)  # (3, 32, 32) float32, or a 422 naming image_data
     job_id = await submit_image(queue, pixels)                   # stored before the id is returned
     add_job_route(router, queue)                                 # GET /job/{job_id} -> JobStatus, 404 if unknown
+    create_service_app(settings, add_routes, lifespan=closing(queue))  # the queue's connections closed at exit
 
 The image is decoded and checked by the API, before anything is queued: a body that is no image is a 422 then,
 not a failed job later. What goes on the queue is the decoded float32 array as an .npy (12 kB for a 3x32x32
@@ -11,11 +12,12 @@ does only the model's work. Used by the asynchronous and sync_async patterns' pr
 """
 
 import io
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -114,3 +116,14 @@ def add_job_route(router: APIRouter, queue: JobQueue) -> None:
         if found is None:
             raise NotFound("no such job: unknown, or its record expired")
         return job_status(found)
+
+
+def closing(queue: JobQueue):
+    """An app lifespan that closes the queue's Redis connections when the app stops."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await queue.close()
+
+    return lifespan

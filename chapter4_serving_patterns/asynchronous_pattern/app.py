@@ -13,7 +13,6 @@ core's (`mlpatterns.image_jobs`), shared with the sync_async pattern.
 """
 
 import json
-from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Response
 
@@ -25,6 +24,7 @@ from mlpatterns.image_jobs import (
     ImageRequest,
     JobAccepted,
     add_job_route,
+    closing,
     decode_image,
     submit_image,
 )
@@ -68,9 +68,4 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
 
         add_job_route(router, queue)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        yield
-        await queue.close()
-
-    return create_service_app(settings, add_routes, lifespan=lifespan)
+    return create_service_app(settings, add_routes, lifespan=closing(queue))

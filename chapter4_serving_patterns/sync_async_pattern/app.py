@@ -13,7 +13,6 @@ asynchronous pattern), so a body that is no image is a 422 before anything is qu
 sync model and for the job's record in Redis (so a GET right after it finds the job), never for the heavy model.
 """
 
-from contextlib import asynccontextmanager
 from typing import Literal
 
 import numpy as np
@@ -26,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from chapter4_serving_patterns.sync_async_pattern.settings import ProxySettings
 from mlpatterns.dataplane import Answer, DataPlane
 from mlpatterns.errors import error_responses
-from mlpatterns.image_jobs import IMAGE_SHAPE, SAMPLE, ImageRequest, add_job_route, image_pixels, submit_image
+from mlpatterns.image_jobs import IMAGE_SHAPE, SAMPLE, ImageRequest, add_job_route, closing, image_pixels, submit_image
 from mlpatterns.images import ImagePreprocessor
 from mlpatterns.jobs import JobQueue
 from mlpatterns.predictor import OnnxPredictor
@@ -149,9 +148,4 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
 
         add_job_route(router, queue)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        yield
-        await queue.close()
-
-    return create_service_app(settings, add_routes, lifespan=lifespan)
+    return create_service_app(settings, add_routes, lifespan=closing(queue))
