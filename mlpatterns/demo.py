@@ -6,6 +6,7 @@ Any other 4xx or 5xx counts as unexpected, and `make demo` ends with a summary l
 """
 
 import json
+import time
 
 import httpx
 
@@ -71,3 +72,18 @@ class DemoClient:
 
     def close(self) -> None:
         self.http.close()
+
+
+def wait_job(service: ServiceClient, job_id: str, timeout: float = 30.0, show: bool = True) -> dict:
+    """Ask GET /job/{job_id} until the job is done or failed, printing each answer whose state is new (`show`);
+    returns the last answer. For the patterns that queue jobs (asynchronous, sync_async)."""
+    deadline, seen = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        answer = service.client.http.get(f"{service.base_url}/job/{job_id}").json()
+        if show and (seen is None or answer["state"] != seen["state"]):
+            answer = service.get(f"/job/{job_id}").json()  # printed
+        seen = answer
+        if seen["state"] in ("done", "failed"):
+            return seen
+        time.sleep(0.05)
+    raise RuntimeError(f"job {job_id} did not finish within {timeout:.0f} s")

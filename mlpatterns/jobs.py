@@ -25,7 +25,10 @@ How it holds (Redis 6.2+):
   that a stuck worker and its successor both ran is finished once), then the entry is acknowledged and deleted
   (XACK + XDEL), so the stream holds unfinished jobs only and does not grow;
 - a job taken more than `max_deliveries` times (it kills every worker that runs it) is failed: "gave up ...";
-- records expire `pending_ttl_seconds` after submission and `result_ttl_seconds` after finishing.
+- records expire `pending_ttl_seconds` after submission and `result_ttl_seconds` after finishing;
+- live workers say so (`JobConsumer.beat`, at least every second while they wait and after every job), so an
+  API can tell whether anyone is there to do its jobs (`JobQueue.live_workers`); a worker that stops beating for
+  a day is dropped from the set, one that drains leaves it at once.
 
 Key scheme, all under the queue's name (QUEUE_NAME, default `jobs`):
 
@@ -33,6 +36,7 @@ Key scheme, all under the queue's name (QUEUE_NAME, default `jobs`):
     <queue>:job:<id>    hash: state, payload, payload_type, submitted, request_id, attempts, worker, started,
                         finished, result, result_type, error
     <queue>:counts      hash: submitted, done, failed (since the queue began)
+    <queue>:workers     sorted set: each worker's name, scored by when it last said it is alive (Redis's clock)
 
 Payloads and results are JSON (orjson) or bytes kept as they are; `*_type` says which. On a Redis Cluster, name
 the queue with a hash tag (`{jobs}`) so that its keys share a node, as the scripts need.
@@ -108,6 +112,10 @@ class Keys:
     @property
     def counts(self) -> str:
         return f"{self.queue}:counts"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.queue}:workers"
 
     def job(self, job_id: str) -> str:
         return f"{self.queue}:job:{job_id}"
@@ -198,6 +206,13 @@ class JobQueue:
             return None
         return Job.from_record(job_id, {name.encode(): value for name, value in zip(names, values, strict=True)})
 
+    async def live_workers(self, silent_seconds: float) -> list[str]:
+        """The workers that said they were alive (`JobConsumer.beat`) in the last `silent_seconds`, by Redis's
+        clock (the workers' and the API's hosts may disagree)."""
+        seconds, _ = await self.redis.time()
+        names = await self.redis.zrangebyscore(self.keys.workers, seconds - silent_seconds, "+inf")
+        return sorted(name.decode() for name in names)
+
     async def close(self) -> None:
         await self.redis.aclose()
 
@@ -229,6 +244,15 @@ return stored
 """
 
 
+# KEYS: workers. ARGV: worker, forget after (s). Scored by Redis's clock; drops workers silent that long.
+_BEAT = """
+local now = tonumber(redis.call('TIME')[1])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+"""
+FORGET_WORKER_SECONDS = 86_400
+
+
 class JobConsumer:
     """The worker side: take a job, keep it while working, finish or fail it. Sync; one per worker process.
 
@@ -253,6 +277,7 @@ class JobConsumer:
         self.result_ttl_ms = int(result_ttl_seconds * 1000)
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
+        self._beat = client.register_script(_BEAT)
         self._outcomes = {outcome: WORKER_JOBS.labels(queue, outcome) for outcome in _OUTCOMES}
         self._cursor: bytes | str = "0-0"
 
@@ -269,6 +294,14 @@ class JobConsumer:
         """Create the group if missing and enter this worker in it, so XINFO CONSUMERS lists it before its first job."""
         self.ensure_group()
         self.redis.xgroup_createconsumer(self.keys.stream, GROUP, self.name)
+
+    def beat(self) -> None:
+        """Say this worker is alive (for `JobQueue.live_workers`)."""
+        self._beat(keys=[self.keys.workers], args=[self.name, FORGET_WORKER_SECONDS])
+
+    def leave(self) -> None:
+        """Say this worker is gone (a drain): it no longer counts as alive."""
+        self.redis.zrem(self.keys.workers, self.name)
 
     def take(self, block_ms: int = 1000) -> Job | None:
         """The next job to work on, now running under this worker's name; None if none came within `block_ms`.

@@ -19,6 +19,8 @@ What it does around the handler:
 - a heartbeat file (`heartbeat_path`, when set) touched once the worker has joined the queue and after every
   wait for a job and every job, so `python -m mlpatterns.healthcheck heartbeat` (a compose healthcheck, a
   Kubernetes exec probe) tells a live loop from a stuck or dead one without a port (local replicas have none);
+  the same beat goes to Redis (`JobConsumer.beat`, at most once a second), so an API can count the live workers
+  (`JobQueue.live_workers`); a worker that drains leaves the count at once;
 - Prometheus metrics on `metrics_port` when it is set (0, the default, serves none, so local replicas don't
   clash): `worker_jobs_total{queue, outcome}`, `worker_job_duration_seconds{queue, outcome}` and
   `worker_jobs_reclaimed_total{queue}`. Queue depth and job states are on the API's `/metrics` (read from Redis).
@@ -50,6 +52,7 @@ JOB_SECONDS = metrics.histogram(
 )
 
 Handler = Callable[[Job], Any]
+BEAT_EVERY_SECONDS = 1.0  # how often a worker says it is alive in Redis (JobConsumer.beat)
 
 
 class WorkerSettings(QueueSettings):
@@ -120,13 +123,16 @@ def run_worker(settings: WorkerSettings, handler: Handler) -> int:
     drain = _Drain(settings.drain_timeout_seconds)
     drain.install()
     logger.info("worker %s takes jobs from queue %r", settings.consumer_name, settings.queue_name)
-    failures, joined = 0, False
+    failures, joined, beaten = 0, False, -BEAT_EVERY_SECONDS
     while not drain.requested.is_set():
         try:
             if not joined:
                 consumer.join()
                 joined = True
             _beat(settings.heartbeat_path)
+            if time.monotonic() - beaten >= BEAT_EVERY_SECONDS:  # not after every job: a round trip each
+                consumer.beat()
+                beaten = time.monotonic()
             job = consumer.take(settings.block_ms)
             if job is not None:
                 _run_job(consumer, handler, job)
@@ -136,6 +142,10 @@ def run_worker(settings: WorkerSettings, handler: Handler) -> int:
             wait = min(0.1 * 2**failures, 5.0)
             logger.warning("redis unavailable (%s); trying again in %.1f s", exc, wait)
             drain.requested.wait(wait)
+    try:
+        consumer.leave()
+    except redis.RedisError as exc:  # it drops out of the live count once its last beat is old enough
+        logger.warning("could not say the worker left: %s", exc)
     logger.info("worker %s stopped", settings.consumer_name)
     return 0
 

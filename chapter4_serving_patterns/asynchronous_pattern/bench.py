@@ -17,75 +17,23 @@ must be done, with the digit's label, or the command fails.
 """
 
 import argparse
-import asyncio
 import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import orjson
 import redis
 
-from chapter4_serving_patterns.asynchronous_pattern.app import to_payload
-from chapter4_serving_patterns.asynchronous_pattern.settings import IMAGE_SHAPE
+from mlpatterns.bench.jobs import enqueue, figures, records_since, wait_drained
 from mlpatterns.bench.wrk import run_wrk
+from mlpatterns.image_jobs import IMAGE_SHAPE, to_payload
 from mlpatterns.images import ImagePreprocessor, sample_digits
-from mlpatterns.jobs import Job, JobQueue, Keys, QueueSettings, read_stats
+from mlpatterns.jobs import QueueSettings
 from mlpatterns.runner.run import run_pattern, stop_on_signals
 
 PATTERN = Path(__file__).parent
 QUEUE = "jobs"
-
-
-def wait_drained(client: redis.Redis, timeout: float = 600.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (stats := read_stats(client, QUEUE)).done + stats.failed < stats.submitted:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the queue did not drain within {timeout:.0f} s: {stats}")
-        time.sleep(0.05)
-
-
-def records_since(client: redis.Redis, since: float) -> list[Job]:
-    """Every job record submitted at or after `since` (Unix time)."""
-    keys = list(client.scan_iter(Keys(QUEUE).job("*"), count=1000))
-    with client.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.hgetall(key)
-        raw = pipe.execute()
-    jobs = [Job.from_record(key.decode().rsplit(":", 1)[1], record) for key, record in zip(keys, raw, strict=True)]
-    return [job for job in jobs if job.submitted_at is not None and job.submitted_at >= since]
-
-
-def figures(jobs: list[Job], labels: dict[str, str] | str) -> dict:
-    wrong = [
-        j
-        for j in jobs
-        if j.state != "done" or j.result["prediction"] != (labels if isinstance(labels, str) else labels[j.id])
-    ]
-    submitted = np.array([j.submitted_at for j in jobs])
-    started = np.array([j.started_at for j in jobs])
-    done = np.array([j.finished_at for j in jobs])
-    wait, work = started - submitted, done - started
-    return {
-        "jobs": len(jobs),
-        "wrong": len(wrong),
-        "jobs_per_s": len(jobs) / (done.max() - submitted.min()),
-        "wait_p50_ms": 1000 * float(np.percentile(wait, 50)),
-        "wait_p99_ms": 1000 * float(np.percentile(wait, 99)),
-        "work_p50_ms": 1000 * float(np.percentile(work, 50)),
-    }
-
-
-async def enqueue(settings: QueueSettings, payloads: list[bytes]) -> list[str]:
-    queue = JobQueue.from_settings(settings, expose_metrics=False)
-    try:
-        ids = []
-        for start in range(0, len(payloads), 32):  # 32 submissions in flight on the connection pool
-            ids += await asyncio.gather(*(queue.submit(p) for p in payloads[start : start + 32]))
-        return ids
-    finally:
-        await queue.close()
 
 
 def run(workers: int, seconds: float, connections: int, jobs: int) -> dict:
@@ -98,21 +46,21 @@ def run(workers: int, seconds: float, connections: int, jobs: int) -> dict:
         client = redis.Redis.from_url(settings.redis_url)
         try:
             run_wrk(url, body, connections, 1.0)  # warm-up: connections, sessions, lazy imports
-            wait_drained(client)
+            wait_drained(client, QUEUE)
 
             since = time.time()
             load = run_wrk(url, body, connections, seconds)
-            wait_drained(client)
-            proxied = figures(records_since(client, since), "7") | {"submit_per_s": load.rps}
+            wait_drained(client, QUEUE)
+            proxied = figures(records_since(client, QUEUE, since), "7") | {"submit_per_s": load.rps}
             proxied |= {"post_p50_ms": load.p50_ms, "post_p99_ms": load.p99_ms, "errors": load.status_errors}
 
             preprocess = ImagePreprocessor(shape=IMAGE_SHAPE)
             images = {label: to_payload(preprocess([image])[0]) for label, image in digits.items()}
             labels = [str(i % 10) for i in range(jobs)]
             since = time.time()
-            ids = asyncio.run(enqueue(settings, [images[label] for label in labels]))
-            wait_drained(client)
-            backlog = figures(records_since(client, since), dict(zip(ids, labels, strict=True)))
+            ids = enqueue(settings, [images[label] for label in labels])
+            wait_drained(client, QUEUE)
+            backlog = figures(records_since(client, QUEUE, since), dict(zip(ids, labels, strict=True)))
         finally:
             client.close()
     return {"workers": workers, "proxied": proxied, "backlog": backlog}

@@ -1,24 +1,7 @@
 """The book's example requests against a running asynchronous pattern: a job goes from pending to done."""
 
-import time
-
-from mlpatterns.demo import DemoClient
+from mlpatterns.demo import DemoClient, wait_job
 from mlpatterns.images import sample_digits
-
-
-def wait_done(proxy, job_id: str, timeout: float = 30.0, show: bool = True) -> dict:
-    """Ask for the job until it is finished, printing each answer whose state is new (`show`)."""
-    deadline, seen = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        if seen is None or seen["state"] in ("pending", "running"):
-            answer = proxy.client.http.get(f"{proxy.base_url}/job/{job_id}").json()
-            if show and (seen is None or answer["state"] != seen["state"]):
-                answer = proxy.get(f"/job/{job_id}").json()  # printed
-            seen = answer
-        if seen["state"] in ("done", "failed"):
-            return seen
-        time.sleep(0.05)
-    raise RuntimeError(f"job {job_id} did not finish within {timeout:.0f} s")
 
 
 def demo(client: DemoClient) -> None:
@@ -28,11 +11,11 @@ def demo(client: DemoClient) -> None:
     proxy.get("/label")
     # The answer comes at once, with the job's id; the job is already stored, so it is found right away.
     job_id = proxy.get("/predict/test").json()["job_id"]  # the bundled sample, a 7
-    wait_done(proxy, job_id)  # running (an idle worker took it at once) -> done, "prediction": "7"
+    wait_job(proxy, job_id)  # running (an idle worker took it at once) -> done, "prediction": "7"
     # Ten jobs at once: the two workers share them, the last ones wait in the queue (pending) meanwhile.
     ids = {label: proxy.post("/predict", {"image_data": image}).json()["job_id"] for label, image in digits.items()}
-    wait_done(proxy, ids["9"])  # pending -> running -> done, "prediction": "9"
-    answers = {label: wait_done(proxy, job_id, show=False)["prediction"] for label, job_id in ids.items()}
+    wait_job(proxy, ids["9"])  # pending -> running -> done, "prediction": "9"
+    answers = {label: wait_job(proxy, job_id, show=False)["prediction"] for label, job_id in ids.items()}
     print(f"\n  ten digits -> {answers}")
     # Bad input is refused when it is submitted, not failed later by a worker; an unknown job is a 404.
     proxy.post("/predict", {"image_data": "bm90IGFuIGltYWdl"}, expect=422)  # base64 of "not an image"

@@ -227,3 +227,31 @@ def test_an_app_answers_503_while_redis_is_down():
         assert response.status_code == 503
         assert response.json() == {"detail": "redis is unavailable; try again later"}
     assert scrape.status_code == 200 and 'job_queue_up{queue="down"} 0.0' in scrape.text
+
+
+def live_workers(settings: QueueSettings, silent_seconds: float) -> list[str]:
+    async def run():
+        queue = JobQueue.from_settings(settings, expose_metrics=False)
+        try:
+            return await queue.live_workers(silent_seconds)
+        finally:
+            await queue.close()
+
+    return asyncio.run(run())
+
+
+def test_live_workers_are_those_that_beat_lately_by_redis_clock(settings):
+    assert live_workers(settings, 60) == []  # no worker ever
+    first, second = consumer(settings, "w1"), consumer(settings, "w2")
+    first.beat()
+    second.beat()
+    assert live_workers(settings, 60) == ["w1", "w2"]
+    client = sync_client(settings)
+    now, _ = client.time()
+    client.zadd(f"{settings.queue_name}:workers", {"w1": now - 30})  # as if w1's last beat were 30 s ago
+    assert live_workers(settings, 10) == ["w2"]
+    second.leave()
+    assert live_workers(settings, 60) == ["w1"]
+    client.zadd(f"{settings.queue_name}:workers", {"gone": now - 90_000})  # silent for over a day
+    first.beat()  # a beat drops the workers silent that long
+    assert client.zrange(f"{settings.queue_name}:workers", 0, -1) == [b"w1"]

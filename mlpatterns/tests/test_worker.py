@@ -221,3 +221,18 @@ def test_the_heartbeat_is_touched_once_joined_and_while_waiting(settings, client
     worker.wait(10)
     time.sleep(1.2)  # past HEARTBEAT_MAX_AGE_SECONDS
     assert subprocess.run(check, env=environment, cwd=ROOT).returncode == 1
+
+
+def test_live_workers_are_counted_in_redis_and_a_drained_one_leaves(settings, client, start_worker):
+    async def live() -> list[str]:
+        queue = JobQueue.from_settings(settings, expose_metrics=False)
+        try:
+            return await queue.live_workers(60)
+        finally:
+            await queue.close()
+
+    first, _ = start_worker("w1"), start_worker("w2")
+    wait_until(lambda: asyncio.run(live()) == ["w1", "w2"], what="both workers' first beat")
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(10) == 0
+    assert asyncio.run(live()) == ["w2"]  # at once, not a minute later
