@@ -6,17 +6,14 @@ import base64
 from mlpatterns.demo import DemoClient, ServiceClient
 from mlpatterns.items import ITEM_IDS, ItemStore
 
-
-def predicted(pred: ServiceClient) -> int:
-    """How many tensors pred has predicted (its /metrics)."""
-    lines = pred.client.http.get(pred.base_url + "/metrics").text.splitlines()
-    return int(sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("prediction_requests_total")))
+PREDICTED = "prediction_requests_total"  # pred's count of the tensors it was sent
 
 
 def ask(proxy: ServiceClient, pred: ServiceClient, body: dict) -> None:
-    before = predicted(pred)
+    before = pred.metric(PREDICTED)
     answer = proxy.post("/predict/label", body)
-    print(f"     X-Cache: {answer.headers.get('X-Cache')}; pred predicted {predicted(pred) - before} tensor(s) for it")
+    predicted = pred.metric(PREDICTED) - before
+    print(f"     X-Cache: {answer.headers.get('X-Cache')}; pred predicted {predicted:.0f} tensor(s) for it")
 
 
 def demo(client: DemoClient) -> None:

@@ -20,18 +20,20 @@ class PredictionCacheSettings(ItemProxySettings):
     api_title: str = "prediction cache pattern"
 
 
+async def answer(proxy: ItemProxy, cache: Cache, request: Request, source: Source) -> tuple[Prediction, str]:
+    cached, result = await cache.lookup(source.key)
+    if cached is not None:
+        return Prediction.model_validate(cached), result  # the model is not asked
+    prediction = await proxy.predict(request, await proxy.tensor(source))
+    if result != BYPASS:  # Redis answered a moment ago; with it down, one failed call per request is enough
+        await cache.set(source.key, prediction.model_dump())  # before the answer: the next request finds it
+    return prediction, result
+
+
 def create_app(settings: PredictionCacheSettings | None = None) -> FastAPI:
-    settings = settings or PredictionCacheSettings()
-    proxy = ItemProxy(settings)
-    cache = Cache.from_settings(settings, "prediction")
-
-    async def answer(request: Request, source: Source) -> tuple[Prediction, str]:
-        cached, result = await cache.lookup(source.key)
-        if cached is not None:
-            return Prediction.model_validate(cached), result  # the model is not asked
-        prediction = await proxy.predict(request, await proxy.tensor(source))
-        if result != BYPASS:  # Redis answered a moment ago; with it down, one failed call per request is enough
-            await cache.set(source.key, prediction.model_dump())  # before the answer: the next request finds it
-        return prediction, result
-
-    return create_item_proxy_app(settings, proxy, answer, cache, caches="predictions: the model's answer (JSON)")
+    return create_item_proxy_app(
+        settings or PredictionCacheSettings(),
+        answer,
+        namespace="prediction",
+        caches="predictions: the model's answer (JSON)",
+    )

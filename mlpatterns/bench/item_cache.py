@@ -121,17 +121,13 @@ def main(pattern: Path, argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="runs per target and concurrency (default 3)")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds per target before the runs (default 1)")
     args = parser.parse_args(argv)
-    try:
-        ensure_wrk()
-    except WrkMissing as error:
-        print(error, file=sys.stderr)
-        return 2
     stop_on_signals()
     name = pattern.resolve().name
     print(f"{name}: hits beside a bare Redis GET, then misses...", flush=True)
     try:
+        ensure_wrk()
         hits, misses, workers = run(pattern, args.item, args.seconds, args.rounds, args.warmup)
-    except RunnerError as error:
+    except (WrkMissing, RunnerError) as error:
         print(error, file=sys.stderr)
         return 1
     preprocess_us, model_us = in_process(args.item)

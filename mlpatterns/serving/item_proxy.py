@@ -14,17 +14,18 @@ the same way; its cache key is the digest of its bytes (`mlpatterns.cache.digest
 An id of four digits that names no item is a 404 naming the items; any other id is a 422.
 
 What makes each pattern is where its cache sits, and that is all a pattern writes: an `Answer`, given the
-request's `Source`, returns the `Prediction` and how the cache lookup went. The prediction cache looks up the
-answer before anything else; the data cache looks up the tensor and still asks the model:
+proxy, the cache and the request's `Source`, returns the `Prediction` and how the cache lookup went. The
+prediction cache looks up the answer before anything else; the data cache looks up the tensor and still asks
+the model:
 
-    async def answer(request: Request, source: Source) -> tuple[Prediction, str]:
+    async def answer(proxy: ItemProxy, cache: Cache, request: Request, source: Source) -> tuple[Prediction, str]:
         tensor, result = await cache.lookup(source.key)
         if tensor is None:
             tensor = await proxy.tensor(source)        # load + decode + resize: item_preprocess_total counts it
             await cache.set(source.key, tensor)
         return await proxy.predict(request, tensor), result
 
-    app = create_item_proxy_app(settings, proxy, answer, cache)
+    app = create_item_proxy_app(settings, answer, namespace="data", caches="preprocessed inputs")
 """
 
 import time
@@ -124,7 +125,7 @@ class LabelAnswer(BaseModel):
     prediction: str = Field(description="The most likely label.")
 
 
-Answer = Callable[[Request, Source], Awaitable[tuple[Prediction, str]]]
+Answer = Callable[["ItemProxy", Cache, Request, Source], Awaitable[tuple[Prediction, str]]]
 
 
 @contextmanager
@@ -192,15 +193,15 @@ def cache_responses(*statuses: int) -> dict:
     return {200: {"headers": header}, **error_responses(*statuses)}
 
 
-def create_item_proxy_app(
-    settings: ItemProxySettings, proxy: ItemProxy, answer: Answer, cache: Cache, *, caches: str
-) -> FastAPI:
-    """The proxy's app: the shared routes around the pattern's `answer`. `caches` says what the cache holds
-    (in /metadata); the cache's connections close with the app."""
+def create_item_proxy_app(settings: ItemProxySettings, answer: Answer, *, namespace: str, caches: str) -> FastAPI:
+    """The proxy's app: the shared routes around the pattern's `answer`, with a cache whose keys are
+    `<namespace>:<key>`; `caches` says what it holds (in /metadata). Its connections close with the app."""
+    proxy = ItemProxy(settings)
+    cache = Cache.from_settings(settings, namespace)
     upstream_errors = (502, 503, 504)  # pred failed, is down, or is late
 
     async def respond(request: Request, body: ItemRequest | ImageRequest, scores: bool) -> Response:
-        prediction, result = await answer(request, proxy.source(body))
+        prediction, result = await answer(proxy, cache, request, proxy.source(body))
         content = {"prediction": [prediction.scores] if scores else prediction.label}
         return Response(orjson.dumps(content), media_type="application/json", headers={CACHE_HEADER: result})
 

@@ -21,10 +21,9 @@ import redis
 
 from mlpatterns.cache import digest
 from mlpatterns.items import ITEM_IDS, ItemStore
-from mlpatterns.testing import assert_healthy, assert_refused, metric, start_pattern
+from mlpatterns.testing import assert_healthy, assert_refused, metric, read_metrics, start_pattern
 
 PATTERN = Path(__file__).parents[1]
-TENSOR_REQUESTS = 'prediction_requests_total{content_type="application/octet-stream"}'
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +40,16 @@ def store(pattern):
     client.close()
 
 
+COUNTERS = {  # what the proxy looked up and loaded, what pred was sent
+    "hit": ("proxy", 'cache_lookups_total{cache="prediction",result="hit"}'),
+    "miss": ("proxy", 'cache_lookups_total{cache="prediction",result="miss"}'),
+    "preprocessed": ("proxy", "item_preprocess_total"),
+    "pred": ("pred", 'prediction_requests_total{content_type="application/octet-stream"}'),
+}
+
+
 def counts(pattern) -> dict[str, float]:
-    proxy, pred = pattern.client("proxy"), pattern.client("pred")
-    return {
-        "hit": metric(proxy, 'cache_lookups_total{cache="prediction",result="hit"}'),
-        "miss": metric(proxy, 'cache_lookups_total{cache="prediction",result="miss"}'),
-        "preprocessed": metric(proxy, "item_preprocess_total"),
-        "pred": metric(pred, TENSOR_REQUESTS),
-    }
+    return read_metrics(pattern, COUNTERS)
 
 
 def changes(before: dict, after: dict) -> dict:
