@@ -3,7 +3,7 @@
     POST /predict  {"data": "0003"}  ->  {"prediction": [[p0, ..., p9]]}    X-Cache: miss (the first time), then hit
 
 On a miss the proxy loads the item, preprocesses it, asks the prediction service (pred) and stores the answer,
-about 250 bytes of JSON under `prediction:0003`, for CACHE_TTL_SECONDS, before it answers: a request right after
+about 200 bytes of JSON under `prediction:0003`, for CACHE_TTL_SECONDS, before it answers: a request right after
 finds it (the original stored it in a background task after the response, so a quick second request missed).
 On a hit nothing else happens: no file read, no decoding, no call to pred. A posted image (`image_data`) is
 cached by the digest of its bytes. With Redis unreachable the proxy answers from the model (`X-Cache: bypass`).

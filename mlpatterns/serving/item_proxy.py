@@ -105,7 +105,7 @@ class Source:
 
 
 class Prediction(BaseModel):
-    """One input's answer, as a prediction cache stores it (JSON, about 250 bytes)."""
+    """One input's answer, as a prediction cache stores it (JSON, about 200 bytes)."""
 
     scores: list[float] = Field(description="The probability of each label, in the model's label order.")
     label: str = Field(description="The most likely label.")
