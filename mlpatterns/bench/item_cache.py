@@ -149,6 +149,8 @@ def main(pattern: Path, argv: list[str] | None = None) -> int:
             f'- load: wrk, 1 thread, body `{{"data": "{args.item}"}}`; each figure the median of {args.rounds} runs '
             f"of {args.seconds:g} s; the share of misses, from the proxy's cache_lookups_total: "
             f"{hits['hit misses']:.1%} in the hit runs, {misses['miss misses']:.1%} in the miss runs",
+            f"- other processes used up to {max(f.other_cpu for f in figures.values()):.0%} of the machine's CPU "
+            "during a run (a busy machine moves every figure; the ratios of one run move less)",
             "",
             "| what | connections | req/s | p50 | p99 | server CPU per request | errors |",
             "|---|---:|---:|---:|---:|---:|---:|",
