@@ -218,7 +218,7 @@ def create_item_proxy_app(settings: ItemProxySettings, answer: Answer, *, namesp
                 "data_sample": DEFAULT_ITEM,
                 "items": list(proxy.items),
                 "prediction_type": "float32",
-                "prediction_structure": "(1, 10)",
+                "prediction_structure": "(1, number of labels)",
                 "cache": {
                     "holds": caches,
                     "key": f"{cache.namespace}:<item id, or the digest of a posted image>",
