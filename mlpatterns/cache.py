@@ -4,6 +4,7 @@
     scores = await cache.get_or_compute(item_id, lambda: predict(item_id))  # compute runs on a miss only
     tensor = await cache.get(digest(items))  # None on a miss
     await cache.set(digest(items), tensor)
+    tensor, result = await cache.lookup(key)  # and how it went: "hit", "miss" or "bypass" (an X-Cache header)
 
 Async (redis.asyncio): the callers are FastAPI routes. `compute` may return a value or an awaitable.
 
@@ -48,6 +49,7 @@ LOOKUPS = metrics.counter("cache_lookups_total", "Cache lookups, by result (hit 
 ERRORS = metrics.counter("cache_errors_total", "Cache calls that failed (Redis unreachable)", ["cache", "operation"])
 
 _WARN_EVERY_SECONDS = 30.0
+HIT, MISS, BYPASS = "hit", "miss", "bypass"  # what a lookup was (Cache.lookup)
 
 
 class CacheSettings(RedisSettings):
@@ -115,19 +117,31 @@ class Cache:
 
     async def get(self, key: str) -> Any | None:
         """The cached value, or None on a miss (and, failing open, when Redis is unreachable)."""
+        return (await self.lookup(key))[0]
+
+    async def lookup(self, key: str) -> tuple[Any | None, str]:
+        """The cached value (or None) and how the lookup went: HIT, MISS, or BYPASS when Redis was unreachable
+        and the cache fails open (counted as a miss in cache_lookups_total, and in cache_errors_total)."""
+        result = MISS
         try:
             data = await self.redis.get(self.key(key))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._failed("get", exc)
-            data = None
-        (self._miss if data is None else self._hit).inc()
-        return None if data is None else decode(data)
+            data, result = None, BYPASS
+        if data is None:
+            self._miss.inc()
+            return None, result
+        self._hit.inc()
+        return decode(data), HIT
 
-    async def set(self, key: str, value: Any) -> None:
+    async def set(self, key: str, value: Any) -> bool:
+        """Store `value` for the TTL; False when Redis was unreachable and the cache fails open."""
         try:
             await self.redis.set(self.key(key), encode(value), px=self.ttl_ms)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._failed("set", exc)
+            return False
+        return True
 
     async def get_or_compute(self, key: str, compute: Callable[[], Any | Awaitable[Any]]) -> Any:
         """The cached value; on a miss, `compute()`'s, stored for next time. `compute` must not return None."""

@@ -50,6 +50,11 @@ class ServiceClient:
     def post(self, path: str, body, expect: int | None = None) -> httpx.Response:
         return self.request("POST", path, body, expect=expect)
 
+    def metric(self, prefix: str) -> float:
+        """The sum of the samples on the service's /metrics whose line starts with `prefix` (not printed)."""
+        lines = self.client.http.get(self.base_url + "/metrics").text.splitlines()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+
 
 class DemoClient:
     def __init__(self, urls: dict[str, str]):

@@ -162,3 +162,16 @@ def assert_refused(response: httpx.Response, status: int | None = None, message:
 def assert_healthy(client: httpx.Client, path: str = "/health") -> None:
     response = client.get(path)
     assert response.status_code == 200, f"{path}: {response.status_code} {response.text[:500]}"
+
+
+def metric(client: httpx.Client, prefix: str) -> float:
+    """The sum of the samples on a service's /metrics whose line starts with `prefix`, e.g.
+    `cache_lookups_total{cache="prediction",result="hit"}` (0 when there is none yet)."""
+    lines = client.get("/metrics").text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+
+
+def read_metrics(started: StartedPattern, wanted: dict[str, tuple[str, str]]) -> dict[str, float]:
+    """`{name: metric(service's client, prefix)}` for each `name: (service, prefix)` of `wanted`: several
+    counters of several services read together, to compare before and after a request."""
+    return {name: metric(started.client(service), prefix) for name, (service, prefix) in wanted.items()}

@@ -2,6 +2,13 @@
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = os.getenv("BENCH_BODY")
+-- $BENCH_DELAY_MS, if set: each connection waits that long between its requests (not counted in the latency).
+local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if delay_ms then
+  function delay()
+    return delay_ms
+  end
+end
 
 function done(summary, latency, requests)
   local e = summary.errors

@@ -46,8 +46,11 @@ def ensure_wrk() -> str:
     raise WrkMissing(f"wrk is not installed: run `{command}` (Debian/Ubuntu), then run the bench again")
 
 
-def run_wrk(url: str, body: bytes, connections: int, seconds: float, threads: int = 1) -> Load:
-    """One wrk run against a loopback URL. One thread by default: on 2 cores the load tool must stay small."""
+def run_wrk(
+    url: str, body: bytes, connections: int, seconds: float, threads: int = 1, delay_ms: int | None = None
+) -> Load:
+    """One wrk run against a loopback URL. One thread by default: on 2 cores the load tool must stay small.
+    `delay_ms`: each connection pauses that long between its requests (the latency excludes the pause)."""
     if not url.startswith("http://127.0.0.1:"):
         raise ValueError(f"{url}: the bench only loads loopback addresses")
     command = [
@@ -62,6 +65,8 @@ def run_wrk(url: str, body: bytes, connections: int, seconds: float, threads: in
         url,
     ]
     env = dict(os.environ, BENCH_BODY=body.decode())
+    if delay_ms is not None:
+        env["BENCH_DELAY_MS"] = str(delay_ms)
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 30)
     lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH ")]
     if result.returncode != 0 or not lines:

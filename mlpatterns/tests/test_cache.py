@@ -134,3 +134,16 @@ def test_a_fail_closed_cache_in_an_app_answers_503(stopped_redis_url):
 
     assert response.status_code == 503
     assert response.json() == {"detail": "redis is unavailable; try again later"}
+
+
+async def test_lookup_says_hit_miss_or_bypass(redis_url, stopped_redis_url):
+    cache = Cache.from_settings(CacheSettings(redis_url=redis_url), "lookup")
+    assert await cache.lookup("0000") == (None, "miss")
+    assert await cache.set("0000", {"label": "0"}) is True
+    assert await cache.lookup("0000") == ({"label": "0"}, "hit")
+    await cache.close()
+    down = Cache.from_settings(CacheSettings(redis_url=stopped_redis_url), "lookup-down")
+    assert await down.lookup("0000") == (None, "bypass")  # failing open: the caller answers without the cache
+    assert await down.set("0000", {"label": "0"}) is False
+    assert lookups("lookup-down", "miss") == 1
+    await down.close()
