@@ -23,7 +23,10 @@ Redis unreachable: with `fail_open` (the default) a lookup is a miss and a write
 answers from the model; the error is counted and a warning logged at most every 30 s. With `fail_open=False` the
 Redis error propagates, and an app of `create_service_app` answers 503.
 
-Metrics: `cache_lookups_total{cache, result="hit"|"miss"}`, `cache_errors_total{cache, operation="get"|"set"}`.
+An entry that cannot be decoded (written by something else, or cut short) is a miss, counted as an error
+(`operation="decode"`), and the next `set` overwrites it.
+
+Metrics: `cache_lookups_total{cache, result="hit"|"miss"}`, `cache_errors_total{cache, operation="get"|"set"|"decode"}`.
 """
 
 import hashlib
@@ -46,7 +49,9 @@ from mlpatterns.redis_store import RedisSettings, async_client
 logger = logging.getLogger(__name__)
 
 LOOKUPS = metrics.counter("cache_lookups_total", "Cache lookups, by result (hit or miss)", ["cache", "result"])
-ERRORS = metrics.counter("cache_errors_total", "Cache calls that failed (Redis unreachable)", ["cache", "operation"])
+ERRORS = metrics.counter(
+    "cache_errors_total", "Cache calls that failed (Redis unreachable, or an unreadable entry)", ["cache", "operation"]
+)
 
 _WARN_EVERY_SECONDS = 30.0
 HIT, MISS, BYPASS = "hit", "miss", "bypass"  # what a lookup was (Cache.lookup)
@@ -128,11 +133,17 @@ class Cache:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._failed("get", exc)
             data, result = None, BYPASS
-        if data is None:
-            self._miss.inc()
-            return None, result
-        self._hit.inc()
-        return decode(data), HIT
+        if data is not None:
+            try:
+                value = decode(data)
+            except (ValueError, OSError, EOFError) as exc:  # not ours, or cut short: a miss, overwritten on set
+                ERRORS.labels(self.namespace, "decode").inc()
+                self._warn(f"cache {self.namespace}: entry {key!r} is unreadable, treated as a miss: {exc}")
+            else:
+                self._hit.inc()
+                return value, HIT
+        self._miss.inc()
+        return None, result
 
     async def set(self, key: str, value: Any) -> bool:
         """Store `value` for the TTL; False when Redis was unreachable and the cache fails open."""
@@ -160,7 +171,10 @@ class Cache:
         ERRORS.labels(self.namespace, operation).inc()
         if not self.fail_open:
             raise exc
+        self._warn(f"cache {self.namespace}: redis unavailable, answering without the cache: {exc}")
+
+    def _warn(self, message: str) -> None:
         now = time.monotonic()
         if now - self._last_warning >= _WARN_EVERY_SECONDS:
             self._last_warning = now
-            logger.warning("cache %s: redis unavailable, answering without the cache: %s", self.namespace, exc)
+            logger.warning("%s", message)

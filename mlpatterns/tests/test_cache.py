@@ -147,3 +147,17 @@ async def test_lookup_says_hit_miss_or_bypass(redis_url, stopped_redis_url):
     assert await down.set("0000", {"label": "0"}) is False
     assert lookups("lookup-down", "miss") == 1
     await down.close()
+
+
+@pytest.mark.parametrize("stored", [b"x-not-ours", b"n\x93NUMPY cut short", b'j{"cut": ', b""])
+async def test_an_unreadable_entry_is_a_counted_miss_and_the_next_set_replaces_it(redis_url, stored):
+    cache = Cache.from_settings(CacheSettings(redis_url=redis_url), "corrupt")
+    await cache.redis.set("corrupt:0001", stored)
+    before_miss, before_errors = lookups("corrupt", "miss"), errors("corrupt", "decode")
+
+    assert await cache.lookup("0001") == (None, "miss")
+    assert lookups("corrupt", "miss") == before_miss + 1
+    assert errors("corrupt", "decode") == before_errors + 1
+    assert await cache.get_or_compute("0001", lambda: {"prediction": "1"}) == {"prediction": "1"}
+    assert await cache.lookup("0001") == ({"prediction": "1"}, "hit")
+    await cache.close()
