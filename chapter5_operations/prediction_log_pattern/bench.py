@@ -1,10 +1,12 @@
 """What the prediction log costs: `python -m chapter5_operations.prediction_log_pattern.bench` (`make bench P=...`).
 
-The pattern is started twice by the local runner, the same API with PREDICTION_LOG=on (records to the file and
-stdout, the shipper's stand-in tailing it) and with PREDICTION_LOG=off, beside the FastAPI echo floor, all with the
-same worker count. wrk loads each in turn, round after round (mlpatterns.bench.run.measure), POST /predict with one
-iris row, at 1 and 32 connections. Afterwards the logging API's own metrics must show a record written for every
-request it answered and none dropped, or the command fails. Writes build/bench/prediction_log_pattern.md.
+The pattern is started three times by the local runner, the same API with PREDICTION_LOG=on (records to the file
+and stdout, the shipper's stand-in tailing the file), on with PREDICTION_LOG_STDOUT=false (the file only), and
+PREDICTION_LOG=off, beside the FastAPI echo floor, all with the same worker count. The runner reads each API's
+stdout and the stand-in parses every record on the same cores, so stdout's cost here includes its reader's.
+wrk loads each in turn, round after round (mlpatterns.bench.run.measure), POST /predict with one iris row, at 1
+and 32 connections. Afterwards the logging API's own metrics must show a record written for every request it
+answered and none dropped, or the command fails. Writes build/bench/prediction_log_pattern.md.
 """
 
 import argparse
@@ -35,6 +37,10 @@ def counted(url: str) -> dict[str, float]:
     return figures
 
 
+def target(label: str, run, service: str, path: str) -> Target:
+    return Target(label, run.url(service) + path, run.processes(service)[0].pid)  # a runner pid leads its group
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -46,16 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         ensure_wrk()
         with (
             run_pattern(PATTERN, overrides={"api": {"PREDICTION_LOG": "on"}}) as on,
+            run_pattern(PATTERN, overrides={"api": {"PREDICTION_LOG": "on", "PREDICTION_LOG_STDOUT": "false"}}) as file,
             run_pattern(PATTERN, overrides={"api": {"PREDICTION_LOG": "off"}}) as off,
         ):
             workers = on.running["api"].service.environment["WORKERS"]
             with run_pattern(ECHO, overrides={"echo": {"WORKERS": workers}}) as echo:
                 targets = [
-                    Target("POST /predict, PREDICTION_LOG=on", on.url("api") + "/predict", on.processes("api")[0].pid),
-                    Target(
-                        "POST /predict, PREDICTION_LOG=off", off.url("api") + "/predict", off.processes("api")[0].pid
-                    ),
-                    Target("FastAPI JSON echo (floor)", echo.url("echo") + "/echo", echo.processes("echo")[0].pid),
+                    target("POST /predict, PREDICTION_LOG=on", on, "api", "/predict"),
+                    target("POST /predict, on, the file only (PREDICTION_LOG_STDOUT=false)", file, "api", "/predict"),
+                    target("POST /predict, PREDICTION_LOG=off", off, "api", "/predict"),
+                    target("FastAPI JSON echo (floor)", echo, "echo", "/echo"),
                 ]
                 figures = measure(targets, BODY, args.seconds, args.warmup, args.rounds)
             log = counted(on.url("api"))
@@ -83,7 +89,7 @@ def render(args, workers: str, targets: list[Target], figures: dict, log: dict) 
         for c in CONCURRENCIES
         for f in [figures[t.label, c]]
     ]
-    on, off, echo = (t.label for t in targets)
+    on, file, off, echo = (t.label for t in targets)
     high, low = max(CONCURRENCIES), min(CONCURRENCIES)
     other = max(f.other_cpu for f in figures.values())
     return "\n".join(
@@ -100,6 +106,8 @@ def render(args, workers: str, targets: list[Target], figures: dict, log: dict) 
             "",
             f"- logging on / off, req/s at c={high}: {figures[on, high].rps / figures[off, high].rps:.0%}; "
             f"at c={low}: {figures[on, low].rps / figures[off, low].rps:.0%}",
+            f"- the file only / off, req/s at c={high}: {figures[file, high].rps / figures[off, high].rps:.0%}; "
+            f"at c={low}: {figures[file, low].rps / figures[off, low].rps:.0%}",
             f"- logging on / echo floor, req/s at c={high}: {figures[on, high].rps / figures[echo, high].rps:.0%}",
             f"- server CPU per request at c={high}, on / off: "
             f"{figures[on, high].cpu_us_per_request / figures[off, high].cpu_us_per_request:.2f}x",
