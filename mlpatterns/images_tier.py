@@ -19,6 +19,8 @@ named volumes as fresh Docker volumes, `redis`/`postgres` services as the runner
 dependency order. A service must become healthy by its image's own HEALTHCHECK, or by its compose healthcheck
 where that names another command, as compose does (probed every second instead of every ten), answer the
 pattern's demo (the book's example requests) with no 5xx, and run as its declared non-root user; a one-shot must exit 0.
+A third-party program's image (a log shipper) is pulled; where it cannot be, the service is reported "not run",
+which is allowed only for a service whose local stand-in (`x-local.command`) the test suite runs.
 """
 
 import argparse
@@ -556,6 +558,7 @@ class PatternResult:
     served: list[str] = field(default_factory=list)  # "service (image) on port N: healthy in S s"
     completed: list[str] = field(default_factory=list)  # one-shots that exited 0
     answers: list[str] = field(default_factory=list)  # the demo's requests and statuses
+    not_run: list[str] = field(default_factory=list)  # third-party images that could not be had, and why
 
 
 class ComposeRun:
@@ -630,6 +633,15 @@ class ComposeRun:
             except BackingError as error:
                 raise self.fail(f"{service.name}: {error}") from None
             return
+        if "build" not in raw and not self.available(raw["image"]):
+            # A third-party program's image (a log shipper) that cannot be pulled here: a pattern may run such a
+            # service only where its local stand-in (x-local.command) is what the test suite proves.
+            if "command" not in (raw.get("x-local") or {}):
+                raise self.fail(f"service {service.name}: its image {raw['image']} cannot be pulled here")
+            self.result.not_run.append(
+                f"{service.name} ({raw['image']}): cannot be pulled here; its local stand-in runs in `make test`"
+            )
+            return
         # The compose environment as Docker sees it (the runner's Service adds x-local, which is for local runs).
         compose_env = {k: interpolate(v, os.environ) for k, v in parse_environment(raw.get("environment")).items()}
         env = {key: self.rewrite(value) for key, value in compose_env.items()}
@@ -664,6 +676,12 @@ class ComposeRun:
         started.container = name
         started.started_at = time.monotonic()
         self.check_user(started)
+
+    def available(self, image: str) -> bool:
+        """The image is in the daemon, or can be pulled."""
+        if self.docker("image", "inspect", image, check=False).returncode == 0:
+            return True
+        return self.docker("pull", image, check=False, timeout=300).returncode == 0
 
     def state(self, started: Started) -> dict:
         return self.docker.inspect(started.container)["State"]
@@ -803,12 +821,14 @@ class PatternReport:
     served: list[str] = field(default_factory=list)  # "service (image) on port N as uid U: healthy in S s"
     completed: list[str] = field(default_factory=list)  # one-shots that exited 0
     answers: list[str] = field(default_factory=list)  # the demo's requests and statuses
+    not_run: list[str] = field(default_factory=list)  # third-party images that could not be had
     models: dict[str, list[str]] = field(default_factory=dict)  # serving image -> the ONNX files it holds
 
     def lines(self) -> list[str]:
         out = [f"{self.pattern}:"]
         out += [f"  image {i.tag:<46} {i.size / 1e6:6.0f} MB  built in {i.build_seconds:5.1f} s" for i in self.images]
         out += [f"  served: {line}" for line in self.served] + [f"  one-shot: {line}" for line in self.completed]
+        out += [f"  not run: {line}" for line in self.not_run]
         out += [f"  demo: {len(self.answers)} requests, each answered as expected"] if self.answers else []
         out += [f"  models in {tag}: {', '.join(files) or 'none'}" for tag, files in self.models.items()]
         return out
@@ -850,6 +870,7 @@ class Tier:
                 with ComposeRun(self.docker, pattern, self.run_id) as run:
                     result = run.run()
                 report.served, report.completed, report.answers = result.served, result.completed, result.answers
+                report.not_run = result.not_run
                 for tag in dict.fromkeys(s["image"] for s in services.values() if s.get("healthcheck")):
                     if not tag.startswith("mlpatterns/"):
                         continue
