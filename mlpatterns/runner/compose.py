@@ -2,7 +2,9 @@
 
 Services built from this repository run as local processes with their compose `entrypoint` + `command`;
 services from a `redis` or `postgres` image run from the machine's own binaries. An `x-local` key on a
-service may add environment variables that only the local run needs (`{run_dir}`: the run's scratch space).
+service may add environment variables that only the local run needs (`{run_dir}`: the run's scratch space),
+and a `command` that runs in place of the compose one where the service's image is a third-party program
+this machine does not have (a log shipper: its local stand-in).
 
 The reader is strict: it knows every key it accepts, either because the runner implements it or because it
 only matters to Docker (the reason is written beside it below). Any other key stops the run with its name, so
@@ -81,7 +83,7 @@ PORT_KEYS = {
     "protocol": "local services speak TCP",
 }
 ENV_FILE_KEYS = {"path": None, "required": None}
-X_LOCAL_KEYS = {"environment": None}
+X_LOCAL_KEYS = {"environment": None, "command": None}
 
 NAME = re.compile(r"[_A-Za-z][_A-Za-z0-9]*")
 OPERATORS = (":-", ":?", ":+", "-", "?", "+")  # longest first
@@ -378,6 +380,8 @@ def _service(name: str, raw, compose_file: Path, variables: Mapping[str, str], n
         environment.update(_resolved(environment_entries(raw.get("environment")), variables))
         environment.update(_resolved(environment_entries((raw.get("x-local") or {}).get("environment")), variables))
         command = _argv(raw.get("entrypoint"), "entrypoint") + _argv(raw.get("command"), "command")
+        if "command" in (raw.get("x-local") or {}):  # the local stand-in replaces entrypoint and command
+            command = _argv(raw["x-local"]["command"], "x-local.command")
         ports = parse_ports(raw.get("ports"))
         expose = [int(str(port).split("/")[0]) for port in raw.get("expose") or []]
         replicas = int(deploy.get("replicas", 1))

@@ -178,6 +178,16 @@ def test_the_entrypoint_comes_before_the_command(tmp_path, entrypoint, command, 
     assert load_one(tmp_path, service).command == expected
 
 
+def test_an_x_local_command_stands_in_for_a_third_party_image(tmp_path):
+    shipper = {
+        "image": "fluent/fluent-bit:3.2.10",
+        "entrypoint": ["/fluent-bit/bin/fluent-bit"],
+        "command": ["-c", "/fluent-bit/etc/fluent-bit.conf"],
+        "x-local": {"command": "python -m shipper 'a b.conf'"},
+    }
+    assert load_one(tmp_path, shipper).command == ["python", "-m", "shipper", "a b.conf"]
+
+
 def test_environment_list_and_mapping_with_bare_keys(tmp_path):
     environ = {"FROM_SHELL": "shell", "NULL_SET": "also shell"}
     listed = {**APP, "environment": ["A=1", "B=x=y", "FROM_SHELL", "NOT_SET", "EMPTY="]}
