@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
-from mlpatterns.dataplane import DataPlane, Postprocess, Preprocess
+from mlpatterns.dataplane import Answer, DataPlane, Postprocess, Preprocess
 from mlpatterns.predictor import OnnxPredictor
 from mlpatterns.serving.schemas import Health, LabelsResponse, Metadata, ScoresResponse, predict_request
 from mlpatterns.serving.service import create_service_app
@@ -77,6 +77,42 @@ def value_limit(input_dtype) -> float | None:
     return float(largest) + float(largest - np.nextafter(largest, 0, dtype=dtype)) / 2
 
 
+def add_info_routes(
+    router: APIRouter,
+    plane: DataPlane,
+    sample_input: list,
+    sample: np.ndarray,
+    sample_answer: Answer,
+    *,
+    metadata_model: type[Metadata] = Metadata,
+    more_metadata: dict | None = None,
+) -> None:
+    """/health, /metadata and /label of a model's service. `/metadata` describes the sample and the model's answer
+    to it, plus `more_metadata` (documented by `metadata_model`, a subclass of Metadata)."""
+    sample_scores = sample_answer.scores
+    described = {
+        "data_type": sample.dtype.name,
+        "data_structure": str(tuple(sample.shape)),
+        "data_sample": sample_input,
+        "prediction_type": sample_scores.dtype.name,
+        "prediction_structure": str(tuple(sample_scores.shape)),
+        "prediction_sample": sample_scores.tolist(),
+        **(more_metadata or {}),
+    }
+
+    @router.get("/health", response_model=Health)
+    def health():
+        return {"health": "ok"}
+
+    @router.get("/metadata", response_model=metadata_model)
+    def metadata():
+        return described
+
+    @router.get("/label", response_model=dict[str, str])
+    def label():
+        return {str(index): name for index, name in plane.predictor.labels.items()}
+
+
 def add_prediction_routes(router: APIRouter, plane: DataPlane, sample_input: list) -> None:
     """The book's endpoints around a data plane. The sample's answer is computed once, from the model itself.
 
@@ -85,25 +121,7 @@ def add_prediction_routes(router: APIRouter, plane: DataPlane, sample_input: lis
     sample_answer = plane.predict_input(sample)
     sample_scores = sample_answer.scores
     PredictRequest = request_model(plane)
-
-    @router.get("/health", response_model=Health)
-    def health():
-        return {"health": "ok"}
-
-    @router.get("/metadata", response_model=Metadata)
-    def metadata():
-        return {
-            "data_type": sample.dtype.name,
-            "data_structure": str(tuple(sample.shape)),
-            "data_sample": sample_input,
-            "prediction_type": sample_scores.dtype.name,
-            "prediction_structure": str(tuple(sample_scores.shape)),
-            "prediction_sample": sample_scores.tolist(),
-        }
-
-    @router.get("/label", response_model=dict[str, str])
-    def label():
-        return {str(index): name for index, name in plane.predictor.labels.items()}
+    add_info_routes(router, plane, sample_input, sample, sample_answer)
 
     @router.get("/predict/test", response_model=ScoresResponse)
     def predict_test():
