@@ -1,0 +1,233 @@
+"""The prediction log: one JSON line per answered request, written off the request's path, to stdout and a file.
+
+    log = PredictionLog.from_settings(PredictionLogSettings())
+    log.start()                     # in the worker (the app's lifespan): starts the writer thread
+    log.put(event)                  # on the request's path: onto a bounded queue, nothing else
+    log.close()                     # at shutdown: every queued record written, then the thread ends
+
+Why each part is as it is:
+- A bounded queue and one writer thread per worker process: a request never waits for a disk or a pipe. The
+  writer takes whatever is queued (or, with `flush_seconds`, what arrives within that time) and writes it as
+  one batch: serialising and the system calls cost the thread, not the request.
+- Full queue (the writer cannot keep up, or the disk stalls): the request waits up to `max_wait_seconds` for
+  room, then the record is dropped, counted in `prediction_log_records_total{outcome="dropped"}` and warned
+  about (at most once a second). Under normal load nothing is dropped: the queue holds `queue_size` records
+  and the writer empties it in milliseconds; a full queue is the stated, counted exception, not a stalled API.
+- One file for every worker, appended with O_APPEND, each batch of whole lines written under an exclusive
+  `flock`. O_APPEND alone puts every write() at the end, but POSIX promises nothing about two processes'
+  writes of more than PIPE_BUF bytes, and a short write (a full disk, a signal) leaves the rest for a second
+  call, between which another worker's line could land. The lock makes a batch one unit whatever its length
+  (held through retries, so a line's rest follows its start), at one lock per batch, in the writer thread.
+  (A file per worker would need no lock, but every restart makes a new file the shipper must find and someone
+  must clean up.)
+- stdout gets the same lines, one write() per line: a pipe keeps writes of up to PIPE_BUF (4 KiB) whole,
+  so other processes' log lines cannot land inside a record there (a longer record may be split on stdout;
+  the file is the record of truth).
+- Shutdown: `close()` (the app lifespan's end, which uvicorn runs when gunicorn stops a worker gracefully)
+  writes everything still queued before the worker exits. A write that fails (a full disk) is retried once a
+  second; records still unwritten when `close()`'s time is up are counted `failed`.
+"""
+
+import fcntl
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mlpatterns import metrics
+
+logger = logging.getLogger(__name__)
+
+RECORDS = metrics.counter(
+    "prediction_log_records_total", "Prediction records by outcome: written, dropped (queue full), failed", ["outcome"]
+)
+Record = dict | Any  # a dict, or an object with a `record()` method that returns one
+_STOP = object()  # the queue's last item: write what came before, then end
+MAX_BATCH = 1000  # records per write
+_JSON_LINE = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+
+
+class PredictionLogSettings(BaseSettings):
+    """The prediction log's settings; a service's settings class inherits them beside its own."""
+
+    model_config = SettingsConfigDict(extra="ignore", protected_namespaces=(), frozen=True)
+
+    prediction_log: bool = Field(True, description="Write a record per prediction (on/off).")
+    log_path: Path | None = Field(
+        None, description="The JSON-lines file every worker appends to (the shipper tails it); none: stdout only."
+    )
+    prediction_log_stdout: bool = Field(True, description="Write every record to stdout as well.")
+    prediction_log_queue_size: int = Field(10_000, gt=0, description="Records waiting for the writer, at most.")
+    prediction_log_max_wait_seconds: float = Field(
+        0.1, ge=0, description="How long a request waits for room in a full queue before its record is dropped."
+    )
+    prediction_log_flush_seconds: float = Field(
+        0.0, ge=0, description="How long the writer gathers records before a write (0: write as soon as any arrive)."
+    )
+    prediction_log_close_seconds: float = Field(
+        5.0, gt=0, description="At shutdown, how long the writer may take to write what is queued."
+    )
+
+
+class PredictionLog:
+    """The queue and its writer thread (module docstring). `put` is safe from any thread or event loop."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        stdout: bool = True,
+        queue_size: int = 10_000,
+        max_wait_seconds: float = 0.1,
+        flush_seconds: float = 0.0,
+        close_seconds: float = 5.0,
+    ):
+        self.path = Path(path) if path else None
+        self.stdout = stdout
+        self.max_wait = max_wait_seconds
+        self.flush_seconds = flush_seconds
+        self.close_seconds = close_seconds
+        self.queue: queue.Queue = queue.Queue(queue_size)
+        self._thread: threading.Thread | None = None
+        self._fd: int | None = None
+        self._last_warning = 0.0
+        self._deadline: float | None = None  # set by close(): retries end then
+        # Children made once: labels() costs as much as an increment.
+        self._written, self._dropped, self._failed = (RECORDS.labels(o) for o in ("written", "dropped", "failed"))
+
+    @classmethod
+    def from_settings(cls, settings: PredictionLogSettings) -> "PredictionLog":
+        return cls(
+            settings.log_path,
+            stdout=settings.prediction_log_stdout,
+            queue_size=settings.prediction_log_queue_size,
+            max_wait_seconds=settings.prediction_log_max_wait_seconds,
+            flush_seconds=settings.prediction_log_flush_seconds,
+            close_seconds=settings.prediction_log_close_seconds,
+        )
+
+    # -- the request's side ----------------------------------------------------------------------------
+    def put(self, record: Record) -> bool:
+        """Queue one record (a dict, or an object whose `record()` gives one: it is called in the writer thread);
+        False if it was dropped because the queue stayed full (counted and warned)."""
+        try:
+            if self.max_wait:
+                self.queue.put(record, timeout=self.max_wait)
+            else:
+                self.queue.put_nowait(record)
+            return True
+        except queue.Full:
+            self._dropped.inc()
+            now = time.monotonic()
+            if now - self._last_warning >= 1.0:
+                self._last_warning = now
+                logger.warning(
+                    "prediction log queue full (%d records): a record was dropped (prediction_log_records_total"
+                    '{outcome="dropped"} counts them)',
+                    self.queue.maxsize,
+                )
+            return False
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> "PredictionLog":
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Write every queued record (within `close_seconds`), then stop the writer and close the file."""
+        if self._thread is None:
+            return
+        self._deadline = time.monotonic() + self.close_seconds
+        self.queue.put(_STOP)  # blocks while the queue is full: the writer is emptying it
+        self._thread.join(self.close_seconds + 1.0)
+        self._thread = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    @asynccontextmanager
+    async def lifespan(self, app) -> Iterator[None]:
+        """For `create_service_app(..., lifespan=log.lifespan)`: started with the worker, flushed at its end."""
+        self.start()
+        try:
+            yield
+        finally:
+            self.close()
+
+    # -- the writer thread -------------------------------------------------------------------------------
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch, stopping = self._gather()
+            if batch:
+                self._write(batch)
+
+    def _gather(self) -> tuple[list[Record], bool]:
+        """The next batch: the first record (waiting for it), then what is queued or arrives within flush_seconds."""
+        first = self.queue.get()
+        if first is _STOP:
+            return [], True
+        batch = [first]
+        deadline = time.monotonic() + self.flush_seconds
+        while len(batch) < MAX_BATCH:
+            try:
+                remaining = deadline - time.monotonic()
+                item = self.queue.get(timeout=remaining) if remaining > 0 else self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _write(self, batch: list[Record]) -> None:
+        lines = [orjson.dumps(_as_dict(record), option=_JSON_LINE) for record in batch]
+        if self._fd is not None and not self._append(b"".join(lines)):
+            self._failed.inc(len(batch))
+            logger.error("prediction log: %d records could not be written to %s", len(batch), self.path)
+            return
+        if self.stdout:
+            for line in lines:
+                _write_all(1, line)
+        self._written.inc(len(batch))
+
+    def _append(self, data: bytes) -> bool:
+        """Append whole lines under the lock. A failed write (a full disk) is retried every second with the lock
+        held, so that the rest of a line follows its start; False once close()'s time is up."""
+        view = memoryview(data)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            while view:
+                try:
+                    view = view[os.write(self._fd, view) :]
+                except OSError as error:
+                    if self._deadline is not None and time.monotonic() > self._deadline:
+                        return False
+                    logger.error("prediction log: writing to %s failed, retrying in 1 s: %s", self.path, error)
+                    time.sleep(1.0)
+            return True
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+def _as_dict(record: Record) -> dict:
+    return record if isinstance(record, dict) else record.record()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
