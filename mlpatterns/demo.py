@@ -3,9 +3,12 @@
 A pattern's `demo.py` defines `demo(client: DemoClient)`; the runner starts the pattern and calls it. A request
 that is refused on purpose (to show a clear 4xx) says which status it expects: `web.post(path, body, expect=422)`.
 Any other 4xx or 5xx counts as unexpected, and `make demo` ends with a summary line and fails on one.
+A demo may show what a service printed (a log shipper's records, a monitor's alerts) with `client.logs(name)`:
+its last output lines, or None where the demo runs against containers (the images tier).
 """
 
 import json
+from collections.abc import Callable
 
 import httpx
 
@@ -51,13 +54,18 @@ class ServiceClient:
 
 
 class DemoClient:
-    def __init__(self, urls: dict[str, str]):
+    def __init__(self, urls: dict[str, str], logs: Callable[[str], str] | None = None):
         self.urls = urls
+        self._logs = logs
         self.http = httpx.Client(timeout=30)
         self.answered = 0
         self.refused = 0  # 4xx asked for on purpose
         self.unexpected: list[str] = []
         self.server_errors = 0
+
+    def logs(self, name: str) -> str | None:
+        """The service's last output lines (the local runner keeps 200 per service), or None if not at hand."""
+        return self._logs(name) if self._logs is not None else None
 
     def service(self, name: str) -> ServiceClient:
         return ServiceClient(name, self.urls[name], self)

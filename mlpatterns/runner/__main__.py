@@ -43,7 +43,8 @@ def demo(patterns: list[Path]) -> int:
         print(f"\n=== {name} ===", flush=True)
         module = importlib.import_module(_module_name(pattern) + ".demo")
         with run_pattern(pattern, free_ports=True, echo=False) as run:
-            client = DemoClient({name: run.url(name) for name, r in run.running.items() if r.port and r.process})
+            urls = {name: run.url(name) for name, r in run.running.items() if r.port and r.process}
+            client = DemoClient(urls, logs=run.logs)
             try:
                 module.demo(client)
             finally:
