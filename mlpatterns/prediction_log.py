@@ -6,9 +6,9 @@
     log.close()                     # at shutdown: every queued record written, then the thread ends
 
 Why each part is as it is:
-- A bounded queue and one writer thread per worker process: a request never waits for a disk or a pipe. The
-  writer takes whatever is queued (or, with `flush_seconds`, what arrives within that time) and writes it as
-  one batch: serialising and the system calls cost the thread, not the request.
+- A bounded queue and one writer thread per worker process: a request never waits for a disk or a pipe. Every
+  `flush_seconds` (0.1 s) the writer takes whatever is queued and writes it as one batch: serialising and the
+  system calls cost the thread, not the request, and a request's put wakes no thread.
 - Full queue (the writer cannot keep up, or the disk stalls): the request waits up to `max_wait_seconds` for
   room, then the record is dropped, counted in `prediction_log_records_total{outcome="dropped"}` and warned
   about (at most once a second). Under normal load nothing is dropped: the queue holds `queue_size` records
@@ -20,9 +20,9 @@ Why each part is as it is:
   (held through retries, so a line's rest follows its start), at one lock per batch, in the writer thread.
   (A file per worker would need no lock, but every restart makes a new file the shipper must find and someone
   must clean up.)
-- stdout gets the same lines, one write() per line: a pipe keeps writes of up to PIPE_BUF (4 KiB) whole,
-  so other processes' log lines cannot land inside a record there (a longer record may be split on stdout;
-  the file is the record of truth).
+- stdout gets the same lines, in writes of whole lines of at most PIPE_BUF (4 KiB): a pipe keeps such writes
+  whole, so other processes' log lines cannot land inside a record there (a record longer than that may be
+  split on stdout; the file is the record of truth).
 - Shutdown: `close()` (the app lifespan's end, which uvicorn runs when gunicorn stops a worker gracefully)
   writes everything still queued before the worker exits. A write that fails (a full disk) is retried once a
   second; records still unwritten when `close()`'s time is up are counted `failed`.
@@ -32,9 +32,10 @@ import fcntl
 import logging
 import os
 import queue
+import select
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,6 @@ RECORDS = metrics.counter(
     "prediction_log_records_total", "Prediction records by outcome: written, dropped (queue full), failed", ["outcome"]
 )
 Record = dict | Any  # a dict, or an object with a `record()` method that returns one
-_STOP = object()  # the queue's last item: write what came before, then end
 MAX_BATCH = 1000  # records per write
 _JSON_LINE = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 
@@ -71,7 +71,7 @@ class PredictionLogSettings(BaseSettings):
         0.1, ge=0, description="How long a request waits for room in a full queue before its record is dropped."
     )
     prediction_log_flush_seconds: float = Field(
-        0.0, ge=0, description="How long the writer gathers records before a write (0: write as soon as any arrive)."
+        0.1, gt=0, description="The writer writes what is queued every this many seconds (and at shutdown)."
     )
     prediction_log_close_seconds: float = Field(
         5.0, gt=0, description="At shutdown, how long the writer may take to write what is queued."
@@ -88,7 +88,7 @@ class PredictionLog:
         stdout: bool = True,
         queue_size: int = 10_000,
         max_wait_seconds: float = 0.1,
-        flush_seconds: float = 0.0,
+        flush_seconds: float = 0.1,
         close_seconds: float = 5.0,
     ):
         self.path = Path(path) if path else None
@@ -98,6 +98,7 @@ class PredictionLog:
         self.close_seconds = close_seconds
         self.queue: queue.Queue = queue.Queue(queue_size)
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         self._fd: int | None = None
         self._last_warning = 0.0
         self._deadline: float | None = None  # set by close(): retries end then
@@ -151,7 +152,7 @@ class PredictionLog:
         if self._thread is None:
             return
         self._deadline = time.monotonic() + self.close_seconds
-        self.queue.put(_STOP)  # blocks while the queue is full: the writer is emptying it
+        self._stop.set()
         self._thread.join(self.close_seconds + 1.0)
         self._thread = None
         if self._fd is not None:
@@ -159,7 +160,7 @@ class PredictionLog:
             self._fd = None
 
     @asynccontextmanager
-    async def lifespan(self, app) -> Iterator[None]:
+    async def lifespan(self, app) -> AsyncIterator[None]:
         """For `create_service_app(..., lifespan=log.lifespan)`: started with the worker, flushed at its end."""
         self.start()
         try:
@@ -169,29 +170,26 @@ class PredictionLog:
 
     # -- the writer thread -------------------------------------------------------------------------------
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            batch, stopping = self._gather()
+        # Wakes every flush_seconds, not on every record: a request's put then wakes no thread (a wake-up per
+        # record cost more CPU than the write), and each write carries what a whole interval gathered.
+        while True:
+            stopping = self._stop.wait(self.flush_seconds)
+            self._drain()
+            if stopping:
+                return
+
+    def _drain(self) -> None:
+        while True:
+            batch = []
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
             if batch:
                 self._write(batch)
-
-    def _gather(self) -> tuple[list[Record], bool]:
-        """The next batch: the first record (waiting for it), then what is queued or arrives within flush_seconds."""
-        first = self.queue.get()
-        if first is _STOP:
-            return [], True
-        batch = [first]
-        deadline = time.monotonic() + self.flush_seconds
-        while len(batch) < MAX_BATCH:
-            try:
-                remaining = deadline - time.monotonic()
-                item = self.queue.get(timeout=remaining) if remaining > 0 else self.queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return batch, True
-            batch.append(item)
-        return batch, False
+            if len(batch) < MAX_BATCH:
+                return
 
     def _write(self, batch: list[Record]) -> None:
         lines = [orjson.dumps(_as_dict(record), option=_JSON_LINE) for record in batch]
@@ -200,8 +198,8 @@ class PredictionLog:
             logger.error("prediction log: %d records could not be written to %s", len(batch), self.path)
             return
         if self.stdout:
-            for line in lines:
-                _write_all(1, line)
+            for chunk in _whole_lines_up_to(select.PIPE_BUF, lines):
+                _write_all(1, chunk)
         self._written.inc(len(batch))
 
     def _append(self, data: bytes) -> bool:
@@ -221,6 +219,20 @@ class PredictionLog:
             return True
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+def _whole_lines_up_to(limit: int, lines: list[bytes]) -> Iterator[bytes]:
+    """The lines joined into chunks of at most `limit` bytes (a longer line alone), never splitting one."""
+    chunk: list[bytes] = []
+    size = 0
+    for line in lines:
+        if chunk and size + len(line) > limit:
+            yield b"".join(chunk)
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line)
+    if chunk:
+        yield b"".join(chunk)
 
 
 def _as_dict(record: Record) -> dict:
