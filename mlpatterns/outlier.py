@@ -34,7 +34,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from mlpatterns.dataplane import Answer, DataPlane
 from mlpatterns.logging import request_id
 from mlpatterns.predictor import OnnxPredictor
-from mlpatterns.serving.app import PredictRequestRoute, add_info_routes, json_response, request_model
+from mlpatterns.serving.app import add_info_routes, add_post_routes, json_response, request_model
 from mlpatterns.serving.schemas import Metadata
 from mlpatterns.serving.service import Lifespan, create_service_app
 from mlpatterns.settings import ModelServingSettings
@@ -195,13 +195,10 @@ def add_outlier_routes(
         start = time.perf_counter()
         return answered("/predict/label", request.data, await plane.predict_async(request.data), start, labels=True)
 
-    for path, endpoint, response_model in [
-        ("/predict", predict_scores, OutlierScoresResponse),
-        ("/predict/label", predict_label, OutlierLabelsResponse),
-    ]:
-        router.add_api_route(
-            path, endpoint, methods=["POST"], response_model=response_model, route_class_override=PredictRequestRoute
-        )
+    add_post_routes(
+        router,
+        [("/predict", predict_scores, OutlierScoresResponse), ("/predict/label", predict_label, OutlierLabelsResponse)],
+    )
 
 
 def create_outlier_app(

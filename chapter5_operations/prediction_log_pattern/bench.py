@@ -41,13 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=float, default=2.0)
     args = parser.parse_args(argv)
-    try:
-        ensure_wrk()
-    except WrkMissing as error:
-        print(error, file=sys.stderr)
-        return 2
     stop_on_signals()
     try:
+        ensure_wrk()
         with (
             run_pattern(PATTERN, overrides={"api": {"PREDICTION_LOG": "on"}}) as on,
             run_pattern(PATTERN, overrides={"api": {"PREDICTION_LOG": "off"}}) as off,
@@ -63,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 figures = measure(targets, BODY, args.seconds, args.warmup, args.rounds)
             log = counted(on.url("api"))
-    except RunnerError as error:
+    except (WrkMissing, RunnerError) as error:
         print(error, file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, WrkMissing) else 1
     report = render(args, workers, targets, figures, log)
     print("\n" + report)
     out = REPO_ROOT / "build" / "bench" / f"{PATTERN.name}.md"

@@ -7,6 +7,8 @@ The two POST routes are the hot path; `make bench P=chapter4_serving_patterns/we
 against a bare FastAPI echo on the same server. What they do for speed is commented where it is done.
 """
 
+from collections.abc import Callable
+
 import numpy as np
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -140,11 +142,15 @@ def add_prediction_routes(router: APIRouter, plane: DataPlane, sample_input: lis
         answer = await plane.predict_async(request.data)
         return json_response({"prediction": answer.labels, **answer.extra})
 
+    add_post_routes(
+        router, [("/predict", predict_scores, ScoresResponse), ("/predict/label", predict_label, LabelsResponse)]
+    )
+
+
+def add_post_routes(router: APIRouter, routes: list[tuple[str, Callable, type[BaseModel]]]) -> None:
+    """(path, endpoint, response model) as POST routes on the fast path of PredictRequestRoute."""
     # add_api_route rather than the decorator: only it takes a route class.
-    for path, endpoint, response_model in [
-        ("/predict", predict_scores, ScoresResponse),
-        ("/predict/label", predict_label, LabelsResponse),
-    ]:
+    for path, endpoint, response_model in routes:
         router.add_api_route(
             path, endpoint, methods=["POST"], response_model=response_model, route_class_override=PredictRequestRoute
         )
