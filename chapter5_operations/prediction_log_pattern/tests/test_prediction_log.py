@@ -135,18 +135,22 @@ def test_the_shipper_service_prints_each_record(pattern):
     assert all(record["is_outlier"] == [True] and isinstance(record["date"], float) for record in mine)
 
 
-def test_a_graceful_stop_writes_every_buffered_record(tmp_path):
+def test_a_graceful_stop_writes_every_buffered_record_and_the_shipper_ships_it(tmp_path):
     # The writers gather for a minute before they write: at the stop every record is still in a queue.
     overrides = {"api": {"PREDICTION_LOG_FLUSH_SECONDS": "60"}}
     with start_pattern(PATTERN, overrides=overrides) as started:
-        bodies = [{"data": [ROWS[i % 4]]} for i in range(300)]
+        bodies = [{"data": [ROWS[i % 4]]} for i in range(150)]  # the runner keeps the last 200 lines of output
         answers = asyncio.run(predict_concurrently(started.url("api"), bodies, connections=16))
-        assert [a.status_code for a in answers] == [200] * 300
+        assert [a.status_code for a in answers] == [200] * 150
         ids = {a.json()["job_id"] for a in answers}
         path = log_path(started)
         assert not path.exists() or path.read_text() == ""  # nothing written yet
         master = started.run.kill("api", signum=signal.SIGTERM)  # gunicorn's graceful stop
         master.wait(30)
         written = [json.loads(line) for line in path.read_text().splitlines()]
+        run = started.run
     assert master.returncode == 0
     assert sorted(record["request_id"] for record in written) == sorted(ids)
+    # The shipper, stopped after the API (it starts first), shipped every record of the API's last flush.
+    shipped = [json.loads(line) for line in run.logs("shipper").splitlines() if line.startswith("{")]
+    assert sorted(record["request_id"] for record in shipped) == sorted(ids)
