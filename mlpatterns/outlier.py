@@ -7,7 +7,7 @@ a one-class SVM (models/iris_ocs: is_outlier = score < OUTLIER_LOWER_THRESHOLD, 
 request id as `job_id`:
 
     POST /predict {"data": [[5.1, 3.5, 1.4, 0.2], [1, 2, 3, 4]]}
-    -> {"job_id": "9f0c...", "prediction": [[0.97, 0.02, 0.01], [0.36, 0.26, 0.38]],
+    -> {"job_id": "9f0c...", "prediction": [[0.97, 0.03, 0.00], [0.32, 0.00, 0.68]],
         "is_outlier": [false, true], "outlier_score": [0.19, -2.94]}
 
 Lists per row, aligned with `prediction` (row i is prediction[i], is_outlier[i], outlier_score[i]): the

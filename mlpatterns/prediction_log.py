@@ -154,6 +154,9 @@ class PredictionLog:
         self._deadline = time.monotonic() + self.close_seconds
         self._stop.set()
         self._thread.join(self.close_seconds + 1.0)
+        if self._thread.is_alive():  # stuck in a write: its file descriptor must stay open under it
+            logger.error("prediction log: the writer did not finish within %.0f s", self.close_seconds)
+            return
         self._thread = None
         if self._fd is not None:
             os.close(self._fd)
@@ -174,7 +177,10 @@ class PredictionLog:
         # record cost more CPU than the write), and each write carries what a whole interval gathered.
         while True:
             stopping = self._stop.wait(self.flush_seconds)
-            self._drain()
+            try:
+                self._drain()
+            except Exception:  # a writer that died would leave every later record to be dropped, unseen
+                logger.exception("prediction log: the writer failed; it carries on")
             if stopping:
                 return
 
@@ -192,15 +198,21 @@ class PredictionLog:
                 return
 
     def _write(self, batch: list[Record]) -> None:
-        lines = [orjson.dumps(_as_dict(record), option=_JSON_LINE) for record in batch]
+        lines = []
+        for record in batch:
+            try:
+                lines.append(orjson.dumps(_as_dict(record), option=_JSON_LINE))
+            except Exception as error:  # a value JSON cannot carry, a failing record(): that record only
+                self._failed.inc()
+                logger.error("prediction log: a record could not be made JSON (%r); it is not written", error)
         if self._fd is not None and not self._append(b"".join(lines)):
-            self._failed.inc(len(batch))
-            logger.error("prediction log: %d records could not be written to %s", len(batch), self.path)
+            self._failed.inc(len(lines))
+            logger.error("prediction log: %d records could not be written to %s", len(lines), self.path)
             return
         if self.stdout:
             for chunk in _whole_lines_up_to(select.PIPE_BUF, lines):
                 _write_all(1, chunk)
-        self._written.inc(len(batch))
+        self._written.inc(len(lines))
 
     def _append(self, data: bytes) -> bool:
         """Append whole lines under the lock. A failed write (a full disk) is retried every second with the lock

@@ -87,6 +87,16 @@ def test_objects_become_records_in_the_writer_and_numpy_is_json(tmp_path):
     assert lines(tmp_path / "predictions.jsonl") == [{"scores": [[0.5, 0.25]], "is_outlier": [True]}]
 
 
+def test_a_record_that_is_no_json_is_counted_and_the_rest_written(tmp_path):
+    failed = RECORDS.labels("failed")._value.get()
+    log = PredictionLog(tmp_path / "predictions.jsonl", stdout=False)
+    for record in ({"index": 0}, {"index": object()}, {"index": 2}):
+        log.put(record)
+    log.start().close()
+    assert [r["index"] for r in lines(tmp_path / "predictions.jsonl")] == [0, 2]
+    assert RECORDS.labels("failed")._value.get() - failed == 1
+
+
 def test_stdout_gets_the_same_lines_and_no_path_means_stdout_only(tmp_path):
     code = (
         "from mlpatterns.prediction_log import PredictionLog\n"
