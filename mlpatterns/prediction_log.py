@@ -20,6 +20,9 @@ Why each part is as it is:
   (held through retries, so a line's rest follows its start), at one lock per batch, in the writer thread.
   (A file per worker would need no lock, but every restart makes a new file the shipper must find and someone
   must clean up.)
+- Rotation: before a batch would take the file past `max_bytes`, the writer holding the lock renames it to
+  `<path>.1` (replacing the last) and opens a new one; every writer checks, under the lock, that its open file is
+  still the one at the path, and follows another's rotation. The shipper tails `<path>*` by inode.
 - stdout gets the same lines, in writes of whole lines of at most PIPE_BUF (4 KiB): a pipe keeps such writes
   whole, so other processes' log lines cannot land inside a record there (a record longer than that may be
   split on stdout; the file is the record of truth).
@@ -73,6 +76,12 @@ class PredictionLogSettings(BaseSettings):
     prediction_log_flush_seconds: float = Field(
         0.1, gt=0, description="The writer writes what is queued every this many seconds (and at shutdown)."
     )
+    prediction_log_max_bytes: int = Field(
+        100 * 1024**2,
+        ge=0,
+        description="Past this size the file is renamed to LOG_PATH.1 (replacing the one before) and a new one "
+        "begun; 0: never rotated.",
+    )
     prediction_log_close_seconds: float = Field(
         5.0, gt=0, description="At shutdown, how long the writer may take to write what is queued."
     )
@@ -89,9 +98,12 @@ class PredictionLog:
         queue_size: int = 10_000,
         max_wait_seconds: float = 0.1,
         flush_seconds: float = 0.1,
+        max_bytes: int = 0,
         close_seconds: float = 5.0,
     ):
         self.path = Path(path) if path else None
+        self.rotated = self.path.with_name(self.path.name + ".1") if self.path else None
+        self.max_bytes = max_bytes
         self.stdout = stdout
         self.max_wait = max_wait_seconds
         self.flush_seconds = flush_seconds
@@ -113,6 +125,7 @@ class PredictionLog:
             queue_size=settings.prediction_log_queue_size,
             max_wait_seconds=settings.prediction_log_max_wait_seconds,
             flush_seconds=settings.prediction_log_flush_seconds,
+            max_bytes=settings.prediction_log_max_bytes,
             close_seconds=settings.prediction_log_close_seconds,
         )
 
@@ -215,11 +228,13 @@ class PredictionLog:
         self._written.inc(len(lines))
 
     def _append(self, data: bytes) -> bool:
-        """Append whole lines under the lock. A failed write (a full disk) is retried every second with the lock
-        held, so that the rest of a line follows its start; False once close()'s time is up."""
+        """Append whole lines under the lock, to the file at the path (rotated first if it is full). A failed write
+        (a full disk) is retried every second with the lock held, so that the rest of a line follows its start;
+        False once close()'s time is up."""
         view = memoryview(data)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
+            self._current(len(data))
             while view:
                 try:
                     view = view[os.write(self._fd, view) :]
@@ -231,6 +246,33 @@ class PredictionLog:
             return True
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _current(self, size: int) -> None:
+        """With the lock held: make sure the open file is the one at the path, rotating it when `size` more bytes
+        would take it past max_bytes. Another worker's rotation is followed: its renamed file is no longer ours."""
+        while True:
+            try:
+                at_path = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                at_path = None  # removed: a new file is made at the path
+            mine = os.fstat(self._fd)
+            if at_path != mine.st_ino:
+                self._reopen()
+            elif self.max_bytes and mine.st_size and mine.st_size + size > self.max_bytes:
+                os.replace(self.path, self.rotated)  # the lock is held: no worker writes to it meanwhile
+                logger.info("prediction log: %s rotated to %s", self.path, self.rotated)
+                self._reopen()
+            else:
+                return
+
+    def _reopen(self) -> None:
+        """Open the file at the path and take its lock before the old one's is released (so the lock is never
+        let go of in between)."""
+        new = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(new, fcntl.LOCK_EX)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = new
 
 
 def _whole_lines_up_to(limit: int, lines: list[bytes]) -> Iterator[bytes]:

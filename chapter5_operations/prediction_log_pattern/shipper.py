@@ -6,12 +6,15 @@
 Fluent Bit is neither a Debian nor a PyPI package, so the local run (`x-local.command` of the compose service
 `shipper`) runs this instead, from the same configuration: the tail input's Path and DB (with ${VAR}s from the
 environment, as Fluent Bit expands them), Read_from_Head, Buffer_Max_Size and Skip_Long_Lines, and the parser's
-format, time key and time format. Like Fluent Bit's tail it reads only whole lines, from the position saved in
-its own DB file (a JSON file here, SQLite in Fluent Bit), starts again from 0 when the file was replaced or
-truncated, and prints each record as the stdout output's json_lines does: `{"date": <time>, ...record}`.
+format, time key and time format. Like Fluent Bit's tail it follows each file matching Path by its inode and reads
+only whole lines, from the positions saved in its own DB file (a JSON file here, SQLite in Fluent Bit): a file
+renamed by a rotation (still matching Path) is read to its end, a new or truncated one from its start. It prints
+each record as the stdout output's json_lines does: `{"date": <time>, ...record}`.
 A line that is not a record is reported on stderr and counted, never printed as one.
 """
 
+import contextlib
+import glob
 import json
 import os
 import re
@@ -103,61 +106,77 @@ def python_time_format(fluent_format: str) -> str:
 
 @dataclass
 class Tail:
-    """Follow one file from a saved position, whole lines only."""
+    """Follow the files of the Path pattern, each by its inode from a saved position, whole lines only."""
 
     config: TailConfig
-    inode: int | None = None
-    offset: int = 0
+    offsets: dict[int, int] = field(default_factory=dict)  # inode -> bytes read
     malformed: int = 0
     skipped: int = 0
-    _skipping: bool = field(default=False, repr=False)  # inside a line longer than max_line
+    _skipping: set[int] = field(default_factory=set, repr=False)  # inodes inside a line longer than max_line
+    _started: bool = field(default=False, repr=False)
 
     def __post_init__(self):
         if self.config.db.is_file():
             saved = json.loads(self.config.db.read_text())
-            self.inode, self.offset = saved["inode"], saved["offset"]
+            self.offsets = {int(inode): offset for inode, offset in saved["files"].items()}
+            self._started = True
 
     def read_lines(self) -> list[bytes]:
-        """The whole lines added since the last read (a partial last line waits for its newline)."""
-        try:
-            stat = os.stat(self.config.path)
-        except FileNotFoundError:
-            return []  # not written yet: Fluent Bit keeps looking too
-        if stat.st_ino != self.inode or stat.st_size < self.offset:  # a new or a truncated file
-            start = 0 if self.inode is not None or self.config.read_from_head else stat.st_size
-            self.inode, self.offset = stat.st_ino, start
-        if stat.st_size == self.offset:
-            return []
-        with open(self.config.path, "rb") as file:
-            file.seek(self.offset)
-            chunk = file.read(min(stat.st_size - self.offset, max(READ_MAX, self.config.max_line + 1)))
-        complete = chunk.rfind(b"\n") + 1
-        lines = chunk[:complete].split(b"\n")[:-1]
-        if not complete and len(chunk) > self.config.max_line:
-            return self._too_long(len(chunk))
-        self.offset += complete
-        self._save()
-        if self._skipping and lines:  # the end of a skipped line
-            lines, self._skipping = lines[1:], False
-        kept = [line for line in lines if len(line) <= self.config.max_line]
-        if len(kept) < len(lines) and not self.config.skip_long_lines:
-            raise ConfigError(f"{self.config.path}: a line longer than Buffer_Max_Size ({self.config.max_line} bytes)")
-        self.skipped += len(lines) - len(kept)
-        return kept
+        """The whole lines added since the last read (a partial last line waits for its newline): the renamed,
+        older file's rest first, then the current file's."""
+        found = []
+        for name in glob.glob(str(self.config.path)):
+            with contextlib.suppress(FileNotFoundError):  # renamed or removed meanwhile: found at the next look
+                found.append((os.stat(name), name))
+        found.sort(key=lambda item: item[0].st_mtime_ns)
+        lines, offsets = [], {}
+        for stat, name in found:
+            offset = self.offsets.get(stat.st_ino)
+            if offset is None:  # a new file: at the first look where Read_from_Head says, later from its start
+                offset = 0 if self._started or self.config.read_from_head else stat.st_size
+            elif stat.st_size < offset:  # truncated
+                offset = 0
+            offsets[stat.st_ino] = self._read(name, stat, offset, lines)
+        changed = offsets != self.offsets
+        self.offsets, self._started = offsets, True  # a file gone (rotated away twice) is forgotten
+        if changed:
+            self._save()
+        return lines
 
-    def _too_long(self, length: int) -> list[bytes]:
+    def _read(self, name: str, stat: os.stat_result, offset: int, lines: list[bytes]) -> int:
+        """Add the whole lines of one file from `offset` to `lines`; the new offset."""
+        if stat.st_size == offset:
+            return offset
+        with open(name, "rb") as file:
+            file.seek(offset)
+            chunk = file.read(min(stat.st_size - offset, max(READ_MAX, self.config.max_line + 1)))
+        complete = chunk.rfind(b"\n") + 1
+        if not complete:
+            if len(chunk) <= self.config.max_line:
+                return offset  # a line still being written
+            self._long_line()
+            self.skipped += stat.st_ino not in self._skipping
+            self._skipping.add(stat.st_ino)
+            return offset + len(chunk)
+        new = chunk[:complete].split(b"\n")[:-1]
+        if stat.st_ino in self._skipping:  # the end of a skipped line
+            new = new[1:]
+            self._skipping.discard(stat.st_ino)
+        kept = [line for line in new if len(line) <= self.config.max_line]
+        if len(kept) < len(new):
+            self._long_line()
+        self.skipped += len(new) - len(kept)
+        lines += kept
+        return offset + complete
+
+    def _long_line(self) -> None:
         if not self.config.skip_long_lines:
             raise ConfigError(f"{self.config.path}: a line longer than Buffer_Max_Size ({self.config.max_line} bytes)")
-        self.offset += length
-        self.skipped += not self._skipping
-        self._skipping = True
-        self._save()
-        return []
 
     def _save(self) -> None:
         self.config.db.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.config.db.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"file": str(self.config.path), "inode": self.inode, "offset": self.offset}))
+        temporary.write_text(json.dumps({"path": str(self.config.path), "files": self.offsets}))
         temporary.replace(self.config.db)  # whole or not at all
 
     def records(self) -> list[dict]:
@@ -192,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
-    print(f"shipper: tailing {tail.config.path} from offset {tail.offset} (position in {tail.config.db})", flush=True)
+    print(f"shipper: tailing {tail.config.path} (positions in {tail.config.db})", flush=True)
     while True:
         last = bool(stopping)  # one more read after a stop signal: what was written before it is shipped
         for record in tail.records():

@@ -62,6 +62,27 @@ def test_close_writes_every_queued_record(tmp_path):
     assert [r["index"] for r in lines(path)] == list(range(100))
 
 
+def test_the_file_is_rotated_when_full_and_every_writer_follows(tmp_path):
+    path = tmp_path / "predictions.jsonl"
+    # Two writers on the one file (two workers); their threads sleep, the test calls their writes in turn.
+    first, second = (PredictionLog(path, stdout=False, flush_seconds=60, max_bytes=1500).start() for _ in range(2))
+    try:
+        batch = [{"padding": "x" * 280} for _ in range(2)]  # about 600 bytes
+
+        def write(log, name: str) -> None:
+            log._write([{"batch": name, **record} for record in batch])
+
+        write(first, "a1")
+        write(second, "b1")  # 1,200 bytes: still within 1,500
+        write(first, "a2")  # would make 1,800: the file is renamed to .1 first
+        write(second, "b2")  # its file was renamed: it follows to the new one
+    finally:
+        first.close()
+        second.close()
+    batches = [[r["batch"] for r in lines(file)][::2] for file in (tmp_path / "predictions.jsonl.1", path)]
+    assert batches == [["a1", "b1"], ["a2", "b2"]]
+
+
 def test_a_full_queue_drops_and_counts_after_the_wait(tmp_path):
     log = PredictionLog(tmp_path / "predictions.jsonl", stdout=False, queue_size=2, max_wait_seconds=0.01)
     before = dropped()

@@ -29,9 +29,10 @@ def log_path(started) -> Path:
     return Path(value.replace("{run_dir}", started.run.run_dir))
 
 
-def reader(started, tmp_path: Path) -> Tail:
-    config = TailConfig(log_path(started), tmp_path / "position.db", True, 4 * 1024**2, True, _PARSER)
-    return Tail(config)
+def reader(started, tmp_path: Path, pattern: str = "") -> Tail:
+    """A tail of the API's file (with `pattern` "*": of the file it was rotated to as well), as the shipper's."""
+    path = Path(str(log_path(started)) + pattern)
+    return Tail(TailConfig(path, tmp_path / "position.db", True, 4 * 1024**2, True, _PARSER))
 
 
 _PARSER = {"name": "prediction_json", "format": "json", "time_key": "time", "time_format": "%Y-%m-%dT%H:%M:%S.%LZ"}
@@ -153,4 +154,23 @@ def test_a_graceful_stop_writes_every_buffered_record_and_the_shipper_ships_it(t
     assert sorted(record["request_id"] for record in written) == sorted(ids)
     # The shipper, stopped after the API (it starts first), shipped every record of the API's last flush.
     shipped = [json.loads(line) for line in run.logs("shipper").splitlines() if line.startswith("{")]
+    assert sorted(record["request_id"] for record in shipped) == sorted(ids)
+
+
+def test_records_survive_the_file_s_rotation(tmp_path):
+    # About 45 KB of records, rotated at 30 KB: the running shipper reads the renamed file to its end.
+    with start_pattern(PATTERN, overrides={"api": {"PREDICTION_LOG_MAX_BYTES": "30000"}}) as started:
+        bodies = [{"data": [ROWS[i % 4]]} for i in range(100)]
+        answers = asyncio.run(predict_concurrently(started.url("api"), bodies, connections=8))
+        ids = {a.json()["job_id"] for a in answers}
+        found = records_for(reader(started, tmp_path, "*"), ids)
+        rotated = log_path(started).with_name(log_path(started).name + ".1")
+        assert rotated.exists() and rotated.stat().st_size <= 30000
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            shipped = [json.loads(line) for line in started.logs("shipper").splitlines() if line.startswith("{")]
+            if len(shipped) >= 100:
+                break
+            time.sleep(0.2)
+    assert set(found) == ids and all(len(records) == 1 for records in found.values())
     assert sorted(record["request_id"] for record in shipped) == sorted(ids)

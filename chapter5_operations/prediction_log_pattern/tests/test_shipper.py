@@ -75,7 +75,8 @@ def test_the_sidecar_tails_the_file_the_api_writes_in_kubernetes():
 
 def test_the_configuration_reads_the_api_s_records():
     config = load_config(CONF, {"LOG_PATH": CONTAINER_LOG, "TAIL_DB": "/fluent-bit/state/predictions.db"})
-    assert str(config.path) == CONTAINER_LOG
+    assert str(config.path) == CONTAINER_LOG + "*"  # the file and the one it was rotated to (LOG_PATH.1)
+    assert Path(CONTAINER_LOG + ".1").match(str(config.path)) and Path(CONTAINER_LOG).match(str(config.path))
     assert config.db.parent != config.path.parent  # the position is never kept beside (or in) the log
     assert config.read_from_head and config.skip_long_lines
     # A record's longest line: a full 1 MiB body of rows, and its answers, fits the shipper's buffer.
@@ -107,42 +108,62 @@ def config(tmp_path):
     return load_config(CONF, {"LOG_PATH": str(tmp_path / "log" / "p.jsonl"), "TAIL_DB": str(tmp_path / "db" / "p.db")})
 
 
+def log_file(config) -> Path:
+    """The API's file: the configured Path without its `*`."""
+    return Path(str(config.path).removesuffix("*"))
+
+
 def ids(records: list[dict]) -> list[str]:
     return [r["request_id"] for r in records]
 
 
 def test_whole_lines_only_and_the_position_survives_a_restart(config):
-    config.path.parent.mkdir()
-    config.path.write_bytes(record(1) + record(2)[:20])  # the second line is half written
+    log_file(config).parent.mkdir()
+    log_file(config).write_bytes(record(1) + record(2)[:20])  # the second line is half written
     tail = Tail(config)
     assert ids(tail.records()) == ["r1"]
-    with config.path.open("ab") as file:
+    with log_file(config).open("ab") as file:
         file.write(record(2)[20:] + record(3))
     assert ids(tail.records()) == ["r2", "r3"]
-    with config.path.open("ab") as file:
+    with log_file(config).open("ab") as file:
         file.write(record(4))
     assert ids(Tail(config).records()) == ["r4"]  # a new reader resumes from the saved position
-    saved = json.loads(config.db.read_text())
-    assert saved["offset"] == config.path.stat().st_size and saved["inode"] == config.path.stat().st_ino
+    stat = log_file(config).stat()
+    assert json.loads(config.db.read_text())["files"] == {str(stat.st_ino): stat.st_size}
 
 
 def test_a_replaced_or_truncated_file_is_read_from_its_start(config):
-    config.path.parent.mkdir()
-    config.path.write_bytes(record(1) + record(2))
+    log_file(config).parent.mkdir()
+    log_file(config).write_bytes(record(1) + record(2))
     tail = Tail(config)
     assert ids(tail.records()) == ["r1", "r2"]
-    config.path.write_bytes(record(3))  # truncated and rewritten
+    log_file(config).write_bytes(record(3))  # truncated and rewritten
     assert ids(tail.records()) == ["r3"]
-    replacement = config.path.with_suffix(".new")
+    replacement = log_file(config).with_suffix(".new")
     replacement.write_bytes(record(4))
-    replacement.replace(config.path)  # a new file (a new inode) at the path, as a rotation by renaming leaves
+    replacement.replace(log_file(config))  # a new file (a new inode) at the path, as a rotation by renaming leaves
     assert ids(tail.records()) == ["r4"]
+
+
+def test_a_rotated_file_is_read_to_its_end_then_the_new_one(config):
+    path = log_file(config)
+    path.parent.mkdir()
+    path.write_bytes(record(1))
+    tail = Tail(config)
+    assert ids(tail.records()) == ["r1"]
+    with path.open("ab") as file:
+        file.write(record(2))  # written, not yet read, when the file is rotated
+    path.rename(path.with_name(path.name + ".1"))
+    path.write_bytes(record(3))
+    assert ids(tail.records()) == ["r2", "r3"]
+    path.with_name(path.name + ".1").unlink()  # the next rotation replaces it: forgotten, nothing read again
+    assert ids(tail.records()) == [] and len(tail.offsets) == 1
 
 
 def test_malformed_and_too_long_lines_are_counted_not_shipped(config, capsys):
     config.max_line = 100
-    config.path.parent.mkdir()
-    config.path.write_bytes(b"not json\n" + b'{"request_id": "no time"}\n' + b"x" * 300 + b"\n" + record(5))
+    log_file(config).parent.mkdir()
+    log_file(config).write_bytes(b"not json\n" + b'{"request_id": "no time"}\n' + b"x" * 300 + b"\n" + record(5))
     tail = Tail(config)
     assert ids(tail.records()) == ["r5"]
     assert tail.malformed == 2 and tail.skipped == 1
@@ -150,15 +171,15 @@ def test_malformed_and_too_long_lines_are_counted_not_shipped(config, capsys):
 
 
 def test_the_stand_in_ships_what_was_written_before_its_stop(config):
-    config.path.parent.mkdir()
-    config.path.write_bytes(record(1) + record(2))
-    env = dict(os.environ, LOG_PATH=str(config.path), TAIL_DB=str(config.db), PYTHONPATH=str(REPO_ROOT))
+    log_file(config).parent.mkdir()
+    log_file(config).write_bytes(record(1) + record(2))
+    env = dict(os.environ, LOG_PATH=str(log_file(config)), TAIL_DB=str(config.db), PYTHONPATH=str(REPO_ROOT))
     command = [sys.executable, "-m", "chapter5_operations.prediction_log_pattern.shipper", str(CONF)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
     try:
         assert process.stdout.readline().startswith("shipper: tailing")
         shipped = [json.loads(process.stdout.readline()) for _ in range(2)]
-        with config.path.open("ab") as file:
+        with log_file(config).open("ab") as file:
             file.write(record(3))
         process.terminate()
         rest = process.stdout.read()
