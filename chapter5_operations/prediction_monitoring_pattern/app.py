@@ -4,6 +4,8 @@ answered request in PostgreSQL (store.RecordWriter), and what the monitor found:
     POST /predict, /predict/label, GET /predict/test...   the iris API; each answered POST stored (two tables,
                                                           one transaction); the test routes are not stored
     GET /alerts?limit=&since=                             the monitor's alerts, newest first
+    GET /series, GET /dashboard                           the page: features and outlier rate over time, alerts
+                                                          marked (dashboard.py)
     GET /metrics                                          also prediction_monitor_alerts_total{check,feature},
                                                           read from the alerts table at scrape time
 
@@ -21,9 +23,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from chapter5_operations.prediction_monitoring_pattern.dashboard import add_dashboard_routes
 from chapter5_operations.prediction_monitoring_pattern.settings import ApiSettings
 from chapter5_operations.prediction_monitoring_pattern.store import RecordWriter, alert_counts, list_alerts
 from mlpatterns import metrics
+from mlpatterns.drift import Reference
 from mlpatterns.errors import InvalidInput, error_responses
 from mlpatterns.outlier import PredictionEvent, create_outlier_app
 
@@ -108,6 +112,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     ):
         return list_alerts(engine, limit, None if since is None else parse_time(since))
 
+    add_dashboard_routes(app, engine, Reference.load(settings.reference_path), settings.thresholds())
     metrics.register_collector("prediction_monitor_alerts", AlertCollector(engine))
     app.state.engine = engine
     app.state.writer = writer

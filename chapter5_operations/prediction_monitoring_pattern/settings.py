@@ -18,7 +18,22 @@ class MonitorDatabaseSettings(DatabaseSettings):
     database_url: str = Field(DEFAULT_DATABASE_URL, description="A SQLAlchemy URL of the PostgreSQL database.")
 
 
-class ApiSettings(OutlierServingSettings, MonitorDatabaseSettings):
+class CheckSettings(BaseSettings):
+    """The training reference and the thresholds: the monitor checks with them, the API's page draws them."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    reference_path: Path = Field(REFERENCE_PATH, description="The training reference (reference.py writes it).")
+    mean_threshold: float = Field(0.05, gt=0, description="|window mean / training mean - 1| above this alerts.")
+    psi_threshold: float = Field(0.2, gt=0, description="A feature's PSI above this alerts.")
+    outlier_threshold: float = Field(0.2, gt=0, le=1, description="An outlier share above this alerts.")
+    min_rows: int = Field(30, gt=0, description="A window with fewer records is not judged.")
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.mean_threshold, self.psi_threshold, self.outlier_threshold, self.min_rows)
+
+
+class ApiSettings(OutlierServingSettings, CheckSettings, MonitorDatabaseSettings):
     """The iris API with outlier scores, storing every answered request (prediction_log + outlier_log)."""
 
     record_queue_size: int = Field(
@@ -29,24 +44,16 @@ class ApiSettings(OutlierServingSettings, MonitorDatabaseSettings):
     )
 
 
-class MonitorSettings(MonitorDatabaseSettings):
+class MonitorSettings(CheckSettings, MonitorDatabaseSettings):
     """The monitor: every INTERVAL_SECONDS, the last WINDOW_SECONDS of records against the training reference."""
 
     interval_seconds: float = Field(60.0, gt=0, description="Between two checks (the original: 1 minute).")
     window_seconds: float = Field(
         120.0, gt=0, description="The sliding window checked, ending now (the original: interval + 1 minute)."
     )
-    reference_path: Path = Field(REFERENCE_PATH, description="The training reference (reference.py writes it).")
-    mean_threshold: float = Field(0.05, gt=0, description="|window mean / training mean - 1| above this alerts.")
-    psi_threshold: float = Field(0.2, gt=0, description="A feature's PSI above this alerts.")
-    outlier_threshold: float = Field(0.2, gt=0, le=1, description="An outlier share above this alerts.")
-    min_rows: int = Field(30, gt=0, description="A window with fewer records is not judged.")
     heartbeat_path: Path | None = Field(
         None, description="A file touched after every check and every 10 s between checks (liveness)."
     )
-
-    def thresholds(self) -> Thresholds:
-        return Thresholds(self.mean_threshold, self.psi_threshold, self.outlier_threshold, self.min_rows)
 
 
 class LoadSettings(BaseSettings):

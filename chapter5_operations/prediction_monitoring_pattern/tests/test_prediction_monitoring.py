@@ -6,6 +6,7 @@ would have at the time.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import psycopg2
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from PIL import Image
 
 from chapter5_operations.prediction_monitoring_pattern.load import parse_plan, request_id, stream, training_rows
 from chapter5_operations.prediction_monitoring_pattern.settings import REFERENCE_PATH, LoadSettings
@@ -248,3 +250,60 @@ def test_the_reference_is_the_training_data():
     from chapter5_operations.prediction_monitoring_pattern.reference import build, dumps
 
     assert REFERENCE_PATH.read_text() == dumps(build(REPO_ROOT / "models/iris_ocs/model.onnx"))
+
+
+def test_the_series_shows_each_block_drift_as_stored(pattern, replayed):
+    """GET /series (what the page draws): per bucket, the features' means and the outlier share of the stored rows."""
+    api = pattern.client("api")
+    answer = api.get("/series", params={"seconds": 3600, "bucket_seconds": 3600}).json()
+    reference = Reference.load(REFERENCE_PATH)
+    assert answer["features"] == list(reference.features)
+    assert answer["reference_means"] == pytest.approx(list(reference.means))
+    assert (answer["mean_threshold"], answer["outlier_threshold"]) == (0.05, 0.2)
+    rows = sum(point["rows"] for point in answer["points"])
+    (stored,) = query(pattern, "SELECT sum(rows) FROM prediction_log")
+    assert rows == stored[0] >= ROWS
+    assert_refused(api.get("/series", params={"seconds": 7200, "bucket_seconds": 1}), 422, "at most 2000, got 7200")
+    assert_refused(api.get("/series", params={"bucket_seconds": 0}), 422, "greater than or equal to 1")
+
+
+def test_the_page_is_served_whole(pattern):
+    page = pattern.client("api").get("/dashboard")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    # Nothing from elsewhere: no script, style or font fetched from another host.
+    assert "http://" not in page.text.replace('"http://www.w3.org/2000/svg"', "") and "https://" not in page.text
+    assert "fetch(u)" in page.text and "`series?seconds=${SECONDS}&bucket_seconds=${BUCKET}`" in page.text
+
+
+def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    """Debian's chromium, headless, with a profile of its own (no sandbox as root: it refuses to start there)."""
+    binary = shutil.which("chromium")
+    if binary is None:
+        pytest.skip("chromium is not installed: scripts/setup installs it (Debian's `chromium` package)")
+    sandbox = ["--no-sandbox"] if os.geteuid() == 0 else []
+    command = [binary, "--headless", "--disable-gpu", *sandbox, f"--user-data-dir={profile}", "--window-size=1280,1100"]
+    # The page fetches twice and draws: 5 s of virtual time is plenty, and no wall-clock wait.
+    result = subprocess.run([*command, "--virtual-time-budget=5000", *args], capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def test_the_page_draws_the_features_and_the_alerts_in_a_browser(pattern, replayed, tmp_path):
+    for block in sorted(PLANTED):  # the monitor's alerts of the planted windows, as the scheduled checks raise them
+        start, end = block_window(replayed, block)
+        run_monitor(pattern, end, end - start)
+    url = pattern.url("api") + "/dashboard?seconds=600&bucket_seconds=1"
+    dom = chromium("--dump-dom", url, profile=tmp_path / "dom").stdout
+    assert dom.count("<figure data-chart=") == 5, dom[:3000]
+    for name in ("sepal_length", "sepal_width", "petal_length", "petal_width", "outlier rate"):
+        assert f'<figure data-chart="{name}' in dom
+    assert dom.count('class="alertdot"') >= 3 and 'class="line"' in dom  # block 2, 5 and 7 marked at least
+    assert "outlier_rate out of threshold" in dom  # an alert marker's tooltip and the alerts table
+    shot = tmp_path / "dashboard.png"
+    chromium(f"--screenshot={shot}", url, profile=tmp_path / "shot")
+    pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
+    colours = {tuple(p) for p in pixels[:: max(1, len(pixels) // 200_000)]}
+    assert len(colours) > 50, f"a blank page: {len(colours)} colours"
+    red = np.all(np.abs(pixels.astype(int) - (221, 34, 34)) < 30, axis=1).sum()  # the alerts
+    blue = np.all(np.abs(pixels.astype(int) - (31, 95, 191)) < 30, axis=1).sum()  # the means over time
+    assert red > 100 and blue > 100, f"red {red}, blue {blue} pixels"
