@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine, text
 
 from mlpatterns.drift import Reference, Thresholds
-from mlpatterns.errors import InvalidInput, error_responses
+from mlpatterns.errors import error_responses
 
 PAGE = Path(__file__).with_name("dashboard.html")
 MAX_POINTS = 2000
@@ -51,7 +51,7 @@ class Series(BaseModel):
     reference_means: list[float] = Field(description="The training means.")
     mean_threshold: float = Field(description="The monitor's allowed relative move of a mean.")
     outlier_threshold: float
-    bucket_seconds: int
+    bucket_seconds: int = Field(description="The bucket used (raised where the span needed it).")
     points: list[Point]
 
 
@@ -61,10 +61,11 @@ def add_dashboard_routes(app: FastAPI, engine: Engine, reference: Reference, thr
     @app.get("/series", response_model=Series, responses=error_responses(422))
     def series(
         seconds: Annotated[int, Query(ge=10, le=7 * 86400, description="How far back, from now.")] = 1800,
-        bucket_seconds: Annotated[int, Query(ge=1, le=86400)] = 10,
+        bucket_seconds: Annotated[
+            int, Query(ge=1, le=86400, description="Raised where needed to keep 2,000 buckets at most.")
+        ] = 10,
     ):
-        if seconds / bucket_seconds > MAX_POINTS:
-            raise InvalidInput(f"seconds / bucket_seconds is at most {MAX_POINTS}, got {seconds / bucket_seconds:g}")
+        bucket_seconds = max(bucket_seconds, -(-seconds // MAX_POINTS))  # at most MAX_POINTS buckets
         arguments = {"bucket": bucket_seconds, "since": datetime.now(UTC) - timedelta(seconds=seconds)}
         with engine.connect() as connection:
             means = connection.execute(FEATURE_MEANS, arguments).all()
