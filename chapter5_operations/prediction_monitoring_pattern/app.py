@@ -90,6 +90,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         if event.endpoint in STORED_ENDPOINTS:
             writer.put(event)
 
+    store = on_prediction if settings.store_records else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         writer.start()
@@ -97,7 +99,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         writer.close()
         engine.dispose()
 
-    app = create_outlier_app(settings, on_prediction=on_prediction, lifespan=lifespan)
+    app = create_outlier_app(settings, on_prediction=store, lifespan=lifespan)
 
     @app.get("/alerts", response_model=list[StoredAlert], responses=error_responses(422))
     def get_alerts(

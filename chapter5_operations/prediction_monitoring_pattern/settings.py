@@ -36,6 +36,9 @@ class CheckSettings(BaseSettings):
 class ApiSettings(OutlierServingSettings, CheckSettings, MonitorDatabaseSettings):
     """The iris API with outlier scores, storing every answered request (prediction_log + outlier_log)."""
 
+    store_records: bool = Field(
+        True, description="Store every answered POST; off serves the same API storing nothing (bench.py compares)."
+    )
     record_queue_size: int = Field(
         10_000,
         gt=0,

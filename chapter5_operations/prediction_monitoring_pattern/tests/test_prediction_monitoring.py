@@ -18,10 +18,12 @@ import psycopg2
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from fastapi.testclient import TestClient
 from PIL import Image
 
+from chapter5_operations.prediction_monitoring_pattern.app import create_app
 from chapter5_operations.prediction_monitoring_pattern.load import parse_plan, request_id, stream, training_rows
-from chapter5_operations.prediction_monitoring_pattern.settings import REFERENCE_PATH, LoadSettings
+from chapter5_operations.prediction_monitoring_pattern.settings import REFERENCE_PATH, ApiSettings, LoadSettings
 from chapter5_operations.prediction_monitoring_pattern.store import RecordWriter, window_source
 from chapter5_operations.prediction_monitoring_pattern.tables import metadata
 from mlpatterns.dataplane import Answer
@@ -307,3 +309,20 @@ def test_the_page_draws_the_features_and_the_alerts_in_a_browser(pattern, replay
     red = np.all(np.abs(pixels.astype(int) - (221, 34, 34)) < 30, axis=1).sum()  # the alerts
     blue = np.all(np.abs(pixels.astype(int) - (31, 95, 191)) < 30, axis=1).sum()  # the means over time
     assert red > 100 and blue > 100, f"red {red}, blue {blue} pixels"
+
+
+def test_store_records_off_serves_the_same_api_and_stores_nothing(pattern):
+    """The bench's other side. In-process; leaving the `with` runs the app's shutdown, which writes out its queue."""
+    models = REPO_ROOT / "models"
+    for store, log_id in ((False, "unstored"), (True, "stored-in-process")):
+        settings = ApiSettings(
+            database_url=database_url(pattern),
+            store_records=store,
+            model_path=models / "iris_svc" / "model.onnx",
+            outlier_model_path=models / "iris_ocs" / "model.onnx",
+        )
+        with TestClient(create_app(settings)) as client:
+            answer = client.post("/predict", json={"data": [[1, 2, 3, 4]]}, headers={"X-Request-ID": log_id}).json()
+        assert answer["job_id"] == log_id and answer["is_outlier"] == [True]
+        stored = query(pattern, "SELECT count(*) FROM outlier_log WHERE log_id = %s", log_id)
+        assert stored == [(1 if store else 0,)]
