@@ -128,17 +128,27 @@ def model_floor(model_path: Path, sample: list, seconds: float) -> tuple[float, 
     return calls_per_second(one_row), calls_per_second(batch) * BATCH_ROWS
 
 
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """--seconds, --rounds and --warmup of `measure`, for this command and a pattern's own bench.py."""
+    parser.add_argument("--seconds", type=float, default=5.0, help="per run (default: 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per server and concurrency (default: 3)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds per server before the runs (default: 2)")
+
+
+def parse_run_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if not (1 <= args.seconds <= 60 and 1 <= args.rounds <= 10 and 0 <= args.warmup <= 30):
+        parser.error("--seconds must be within 1..60, --rounds within 1..10, --warmup within 0..30")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlpatterns.bench", description=__doc__.splitlines()[0])
     parser.add_argument("pattern", type=Path, help="a serving pattern directory")
     parser.add_argument("--service", help="the compose service that serves the path (default: x-bench's, or web)")
     parser.add_argument("--path", help="the path to POST to (default: x-bench's, or /predict)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="per run (default: 5)")
-    parser.add_argument("--rounds", type=int, default=3, help="runs per server and concurrency (default: 3)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds per server before the runs (default: 2)")
-    args = parser.parse_args(argv)
-    if not (1 <= args.seconds <= 60 and 1 <= args.rounds <= 10 and 0 <= args.warmup <= 30):
-        parser.error("--seconds must be within 1..60, --rounds within 1..10, --warmup within 0..30")
+    add_run_options(parser)
+    args = parse_run_options(parser, argv)
     try:
         ensure_wrk()
     except WrkMissing as error:
