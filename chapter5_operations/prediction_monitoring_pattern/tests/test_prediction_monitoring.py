@@ -281,9 +281,12 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
     """Debian's chromium, headless, with a profile of its own (no sandbox as root: it refuses to start there)."""
     binary = shutil.which("chromium")
     if binary is None:
-        pytest.skip("chromium is not installed: scripts/setup installs it (Debian's `chromium` package)")
+        pytest.fail("chromium is not installed: `make setup` installs it (Debian's `chromium` package)")
     sandbox = ["--no-sandbox"] if os.geteuid() == 0 else []
-    command = [binary, "--headless", "--disable-gpu", *sandbox, f"--user-data-dir={profile}", "--window-size=1280,1100"]
+    # No calls home (update checks, sync, field trials): the page is all it may load, on a machine with no network.
+    quiet = ["--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    command = [binary, "--headless", "--disable-gpu", *sandbox, *quiet, f"--user-data-dir={profile}"]
+    command.append("--window-size=1280,1100")
     # The page fetches twice and draws: 5 s of virtual time is plenty, and no wall-clock wait.
     result = subprocess.run([*command, "--virtual-time-budget=5000", *args], capture_output=True, text=True, timeout=90)
     assert result.returncode == 0, result.stderr[-2000:]
