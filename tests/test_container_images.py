@@ -10,6 +10,7 @@ import os
 import pytest
 
 from mlpatterns import images_tier
+from mlpatterns.runner.run import stop_on_signals
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("MLPATTERNS_IMAGES") != "1", reason="the images tier runs with `make images`"
@@ -24,6 +25,7 @@ def tier():
     """The daemon (private, or DOCKER_HOST's), the Python base (or its stand-in) and the shared bases; the
     daemon and every container are removed at the end, whatever failed. The summary (sizes, times, what
     served) goes to build/images/report.txt, which `make images` prints."""
+    stop_on_signals()  # SIGTERM or SIGHUP stop the tier as Ctrl-C does: containers and the daemon removed on the way
     with images_tier.docker_daemon() as docker:
         tier = images_tier.Tier(docker)
         failure = None

@@ -118,6 +118,8 @@ def send(client: httpx.Client, rows: np.ndarray, settings: LoadSettings, seed: i
         if not ok:
             failed += 1
             logger.error("row %d not answered: %s", index, response)
+        if settings.heartbeat_path is not None:  # alive and sending: the healthcheck of a job that opens no port
+            settings.heartbeat_path.touch()
     return failed
 
 

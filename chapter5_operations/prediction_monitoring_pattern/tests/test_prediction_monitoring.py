@@ -98,7 +98,9 @@ def test_the_schema_is_the_migration(engine):
         assert compare_metadata(MigrationContext.configure(connection), metadata) == []
 
 
-def test_a_request_is_stored_in_both_tables_under_its_id(pattern):
+# The tests that store records of their own wait for the load's stream first (`replayed`): a record stored while
+# the stream runs would fall into one of its blocks' windows, which the monitor test counts row by row.
+def test_a_request_is_stored_in_both_tables_under_its_id(pattern, replayed):
     api = pattern.client("api")
     response = api.post(
         "/predict", json={"data": [[5.1, 3.5, 1.4, 0.2], [1, 2, 3, 4]]}, headers={"X-Request-ID": "r-1"}
@@ -130,7 +132,7 @@ def event(log_id: str, outlier_score: float) -> PredictionEvent:
     return PredictionEvent("/predict", log_id, time.time(), [[5.1, 3.5, 1.4, 0.2]], answer, 0.001, "v1", "iris_ocs")
 
 
-def test_a_record_is_stored_whole_or_not_at_all(pattern, engine):
+def test_a_record_is_stored_whole_or_not_at_all(pattern, engine, replayed):
     """One transaction per request: when the second row (outlier_log) cannot be written, the first is not kept."""
     writer = RecordWriter(engine)
     assert writer.write(event("whole", 0.5)) is True
@@ -145,7 +147,7 @@ def test_a_record_is_stored_whole_or_not_at_all(pattern, engine):
     assert query(pattern, counts, "half", "half") == [(0, 0)]
 
 
-def test_refused_requests_and_test_routes_are_not_stored(pattern):
+def test_refused_requests_and_test_routes_are_not_stored(pattern, replayed):
     api = pattern.client("api")
     assert_refused(api.post("/predict", json={"data": [[1, 2, 3]]}, headers={"X-Request-ID": "bad-1"}), 422)
     assert api.get("/predict/test", headers={"X-Request-ID": "test-1"}).status_code == 200
