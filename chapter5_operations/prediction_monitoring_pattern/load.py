@@ -123,6 +123,22 @@ def send(client: httpx.Client, rows: np.ndarray, settings: LoadSettings, seed: i
     return failed
 
 
+def wait_for_api(client: httpx.Client, settings: LoadSettings) -> None:
+    """Send nothing before the API answers its /health (a Job's pod may start before the API's): rows sent to an
+    API that is not up would fail and leave holes in the stream's blocks."""
+    health = str(httpx.URL(settings.target_url).join("/health"))
+    deadline = time.monotonic() + settings.api_wait_seconds
+    while True:
+        try:
+            if client.get(health).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{health} did not answer 200 within {settings.api_wait_seconds:g} s")
+        time.sleep(1.0)
+
+
 def main() -> int:
     settings = LoadSettings()
     configure_logging(settings.log_level, settings.log_json)
@@ -131,6 +147,7 @@ def main() -> int:
     time.sleep(settings.start_delay_seconds)
     seed, failed = settings.seed, 0
     with httpx.Client(timeout=10.0) as client:
+        wait_for_api(client, settings)
         while True:
             rows = stream(source, settings.blocks, settings.block_rows, plan, seed)
             failed += send(client, rows, settings, seed, plan)

@@ -75,6 +75,7 @@ class LoadSettings(BaseSettings):
     seed: int = Field(20261201, description="The stream's seed: the same seed sends the same rows.")
     repeat: bool = Field(False, description="Start the stream again at its end (a demo that runs until stopped).")
     start_delay_seconds: float = Field(0.0, ge=0, description="Wait before the first row.")
+    api_wait_seconds: float = Field(120.0, ge=0, description="How long to wait for the API's /health at start.")
     heartbeat_path: Path | None = Field(
         None, description="A file touched after every row sent: `python -m mlpatterns.healthcheck heartbeat`."
     )

@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import numpy as np
 import psycopg2
 import pytest
@@ -22,7 +23,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from chapter5_operations.prediction_monitoring_pattern.app import create_app
-from chapter5_operations.prediction_monitoring_pattern.load import parse_plan, request_id, stream, training_rows
+from chapter5_operations.prediction_monitoring_pattern.load import (
+    parse_plan,
+    request_id,
+    stream,
+    training_rows,
+    wait_for_api,
+)
 from chapter5_operations.prediction_monitoring_pattern.settings import REFERENCE_PATH, ApiSettings, LoadSettings
 from chapter5_operations.prediction_monitoring_pattern.store import RecordWriter, window_source
 from chapter5_operations.prediction_monitoring_pattern.tables import metadata
@@ -30,6 +37,7 @@ from mlpatterns.dataplane import Answer
 from mlpatterns.db import create_db_engine
 from mlpatterns.drift import Monitor, Reference, Thresholds
 from mlpatterns.outlier import PredictionEvent
+from mlpatterns.runner.backing import free_port
 from mlpatterns.runner.run import REPO_ROOT
 from mlpatterns.testing import assert_healthy, assert_refused, start_pattern
 
@@ -248,6 +256,14 @@ def test_the_load_job_refuses_a_bad_plan():
         with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("+", r"\+")):
             parse_plan(plan)
     assert parse_plan("7:petal_length*0.92+petal_width*0.92")[7].factors == (1.0, 1.0, 0.92, 0.92)
+
+
+def test_the_load_job_waits_for_the_api_and_gives_up_naming_it(pattern):
+    with httpx.Client(timeout=2.0) as client:
+        wait_for_api(client, LoadSettings(target_url=pattern.url("api") + "/predict", api_wait_seconds=0))  # up
+        settings = LoadSettings(target_url=f"http://127.0.0.1:{free_port()}/predict", api_wait_seconds=0)
+        with pytest.raises(SystemExit, match=r"/health did not answer 200 within 0 s"):
+            wait_for_api(client, settings)
 
 
 def test_the_reference_is_the_training_data():
