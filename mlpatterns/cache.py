@@ -2,6 +2,7 @@
 
     cache = Cache.from_settings(CacheSettings(), "prediction")  # REDIS_URL, CACHE_TTL_SECONDS, CACHE_FAIL_OPEN
     scores = await cache.get_or_compute(item_id, lambda: predict(item_id))  # compute runs on a miss only
+    tensor, result = await cache.lookup_or_fill(key, compute)  # and "hit", "miss" or "bypass" (an X-Cache header)
     tensor = await cache.get(digest(items))  # None on a miss
     await cache.set(digest(items), tensor)
     tensor, result = await cache.lookup(key)  # and how it went: "hit", "miss" or "bypass" (an X-Cache header)
@@ -29,6 +30,7 @@ An entry that cannot be decoded (written by something else, or cut short) is a m
 Metrics: `cache_lookups_total{cache, result="hit"|"miss"}`, `cache_errors_total{cache, operation="get"|"set"|"decode"}`.
 """
 
+import asyncio
 import hashlib
 import inspect
 import io
@@ -107,6 +109,7 @@ class Cache:
         self.fail_open = fail_open
         self._hit, self._miss = LOOKUPS.labels(namespace, "hit"), LOOKUPS.labels(namespace, "miss")
         self._last_warning = -_WARN_EVERY_SECONDS
+        self._in_flight: dict[str, asyncio.Future] = {}  # key -> its value being computed (lookup_or_fill)
 
     @classmethod
     def from_settings(cls, settings: CacheSettings, namespace: str) -> "Cache":
@@ -156,11 +159,28 @@ class Cache:
 
     async def get_or_compute(self, key: str, compute: Callable[[], Any | Awaitable[Any]]) -> Any:
         """The cached value; on a miss, `compute()`'s, stored for next time. `compute` must not return None."""
-        value = await self.get(key)
-        if value is None:
-            value = compute()
-            if inspect.isawaitable(value):
-                value = await value
+        return (await self.lookup_or_fill(key, compute))[0]
+
+    async def lookup_or_fill(self, key: str, compute: Callable[[], Any | Awaitable[Any]]) -> tuple[Any, str]:
+        """The cached value and HIT; on a miss, `compute()`'s value, stored for next time (not when the lookup
+        bypassed an unreachable Redis), and MISS or BYPASS. Misses of one key that arrive while its value is being
+        computed wait for that computation instead of starting their own (in this process: a burst of requests
+        for one cold item asks the model once per process, not once per request); they share its error too."""
+        value, result = await self.lookup(key)
+        if value is not None:
+            return value, result
+        flight = self._in_flight.get(key)
+        if flight is None:
+            # A task of its own: a leader whose client leaves does not cancel the followers' computation.
+            flight = self._in_flight[key] = asyncio.ensure_future(self._fill(key, compute, store=result != BYPASS))
+            flight.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        return await asyncio.shield(flight), result
+
+    async def _fill(self, key: str, compute: Callable[[], Any | Awaitable[Any]], store: bool) -> Any:
+        value = compute()
+        if inspect.isawaitable(value):
+            value = await value
+        if store:  # before the callers answer: the next request finds it
             await self.set(key, value)
         return value
 

@@ -14,7 +14,7 @@ preprocesses every time (`X-Cache: bypass`). The shared routes, the loading and 
 
 from fastapi import FastAPI, Request
 
-from mlpatterns.cache import BYPASS, Cache
+from mlpatterns.cache import Cache
 from mlpatterns.serving.item_proxy import ItemProxy, ItemProxySettings, Prediction, Source, create_item_proxy_app
 
 
@@ -23,11 +23,9 @@ class DataCacheSettings(ItemProxySettings):
 
 
 async def answer(proxy: ItemProxy, cache: Cache, request: Request, source: Source) -> tuple[Prediction, str]:
-    tensor, result = await cache.lookup(source.key)
-    if tensor is None:
-        tensor = await proxy.tensor(source)  # load, decode, resize: item_preprocess_total counts it
-        if result != BYPASS:  # with Redis down, one failed call per request is enough
-            await cache.set(source.key, tensor)  # before the answer: the next request finds it
+    # On a miss: load, decode, resize (item_preprocess_total counts it), stored before the answer (not with Redis
+    # down); a burst of misses for one item prepares it once.
+    tensor, result = await cache.lookup_or_fill(source.key, lambda: proxy.tensor(source))
     return await proxy.predict(request, tensor), result  # the model is asked every time
 
 

@@ -5,14 +5,15 @@
 On a miss the proxy loads the item, preprocesses it, asks the prediction service (pred) and stores the answer,
 about 200 bytes of JSON under `prediction:0003`, for CACHE_TTL_SECONDS, before it answers: a request right after
 finds it (the original stored it in a background task after the response, so a quick second request missed).
-On a hit nothing else happens: no file read, no decoding, no call to pred. A posted image (`image_data`) is
+On a hit nothing else happens: no file read, no decoding, no call to pred. Misses of one item that arrive
+together (in one worker process) share one call to pred. A posted image (`image_data`) is
 cached by the digest of its bytes. With Redis unreachable the proxy answers from the model (`X-Cache: bypass`).
 The shared routes, the loading and the call to pred are the core's (`mlpatterns.serving.item_proxy`).
 """
 
 from fastapi import FastAPI, Request
 
-from mlpatterns.cache import BYPASS, Cache
+from mlpatterns.cache import Cache
 from mlpatterns.serving.item_proxy import ItemProxy, ItemProxySettings, Prediction, Source, create_item_proxy_app
 
 
@@ -21,13 +22,12 @@ class PredictionCacheSettings(ItemProxySettings):
 
 
 async def answer(proxy: ItemProxy, cache: Cache, request: Request, source: Source) -> tuple[Prediction, str]:
-    cached, result = await cache.lookup(source.key)
-    if cached is not None:
-        return Prediction.model_validate(cached), result  # the model is not asked
-    prediction = await proxy.predict(request, await proxy.tensor(source))
-    if result != BYPASS:  # Redis answered a moment ago; with it down, one failed call per request is enough
-        await cache.set(source.key, prediction.model_dump())  # before the answer: the next request finds it
-    return prediction, result
+    async def ask_the_model() -> dict:  # on a miss only: load, preprocess, ask pred
+        return (await proxy.predict(request, await proxy.tensor(source))).model_dump()
+
+    # Stored before the answer (not with Redis down); a burst of misses for one item asks the model once.
+    cached, result = await cache.lookup_or_fill(source.key, ask_the_model)
+    return Prediction.model_validate(cached), result
 
 
 def create_app(settings: PredictionCacheSettings | None = None) -> FastAPI:

@@ -19,10 +19,8 @@ prediction cache looks up the answer before anything else; the data cache looks 
 the model:
 
     async def answer(proxy: ItemProxy, cache: Cache, request: Request, source: Source) -> tuple[Prediction, str]:
-        tensor, result = await cache.lookup(source.key)
-        if tensor is None:
-            tensor = await proxy.tensor(source)        # load + decode + resize: item_preprocess_total counts it
-            await cache.set(source.key, tensor)
+        # on a miss: load + decode + resize (item_preprocess_total counts it), stored; misses at once share it
+        tensor, result = await cache.lookup_or_fill(source.key, lambda: proxy.tensor(source))
         return await proxy.predict(request, tensor), result
 
     app = create_item_proxy_app(settings, answer, namespace="data", caches="preprocessed inputs")

@@ -109,7 +109,7 @@ async def test_fail_open_answers_from_compute_when_redis_is_down(stopped_redis_u
 
     assert value == [[0.5, 0.5]]
     assert lookups("open", "miss") == 1
-    assert (errors("open", "get"), errors("open", "set")) == (1, 1)
+    assert (errors("open", "get"), errors("open", "set")) == (1, 0)  # no write tried: Redis failed a moment ago
     await cache.close()
 
 
@@ -160,4 +160,30 @@ async def test_an_unreadable_entry_is_a_counted_miss_and_the_next_set_replaces_i
     assert errors("corrupt", "decode") == before_errors + 1
     assert await cache.get_or_compute("0001", lambda: {"prediction": "1"}) == {"prediction": "1"}
     assert await cache.lookup("0001") == ({"prediction": "1"}, "hit")
+    await cache.close()
+
+
+async def test_misses_of_one_key_at_once_compute_it_once_and_share_its_value_or_its_error(redis_url):
+    cache = Cache.from_settings(CacheSettings(redis_url=redis_url), "flight")
+    calls = []
+
+    async def slow_predict():
+        calls.append(1)
+        await asyncio.sleep(0.2)  # long enough for every caller below to miss and join
+        return {"prediction": "7"}
+
+    answers = await asyncio.gather(*(cache.lookup_or_fill("0007", slow_predict) for _ in range(20)))
+    assert len(calls) == 1
+    assert answers == [({"prediction": "7"}, "miss")] * 20
+    assert await cache.lookup_or_fill("0007", slow_predict) == ({"prediction": "7"}, "hit")
+
+    async def failing():
+        calls.append(1)
+        await asyncio.sleep(0.1)
+        raise RuntimeError("pred is down")
+
+    calls.clear()
+    results = await asyncio.gather(*(cache.lookup_or_fill("0001", failing) for _ in range(5)), return_exceptions=True)
+    assert len(calls) == 1 and all(isinstance(r, RuntimeError) for r in results)
+    assert await cache.lookup_or_fill("0001", lambda: {"prediction": "1"}) == ({"prediction": "1"}, "miss")  # anew
     await cache.close()

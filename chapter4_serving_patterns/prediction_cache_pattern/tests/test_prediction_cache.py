@@ -10,10 +10,12 @@ What the pattern promises, each proved by what the running processes count, not 
 - an unknown item is a 404 naming the items, a malformed id a 422, and neither touches the cache.
 """
 
+import asyncio
 import base64
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import orjson
 import pytest
@@ -82,6 +84,23 @@ def test_the_second_request_for_an_item_never_reaches_the_model(pattern, proxy, 
     assert hit.json() == miss.json()
     assert changes(before, after_miss) == {"hit": 0, "miss": 1, "preprocessed": 1, "pred": 1}
     assert changes(after_miss, after_hit) == {"hit": 1, "miss": 0, "preprocessed": 0, "pred": 0}
+
+
+def test_a_burst_of_requests_for_one_cold_item_asks_the_model_once_per_worker(pattern, store):
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=pattern.url("proxy"), timeout=30) as client:
+            return await asyncio.gather(*(client.post("/predict", json={"data": "0005"}) for _ in range(24)))
+
+    before = counts(pattern)
+    answers = asyncio.run(burst())
+    change = changes(before, counts(pattern))
+
+    assert {answer.status_code for answer in answers} == {200}
+    assert len({answer.content for answer in answers}) == 1  # one answer, whichever way each came
+    # Requests that missed while the item was being predicted waited for that prediction instead of asking pred
+    # again: at most one prediction per proxy process (WORKERS=2), however the 24 were spread and timed.
+    assert 1 <= change["pred"] <= 2 and change["preprocessed"] == change["pred"]
+    assert change["hit"] + change["miss"] == 24
 
 
 def test_the_test_routes_ask_about_item_0000_through_the_same_cache(pattern, proxy, store):
