@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import psycopg2
 import pytest
+import yaml
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from fastapi.testclient import TestClient
@@ -347,3 +348,18 @@ def test_store_records_off_serves_the_same_api_and_stores_nothing(pattern):
         assert answer["job_id"] == log_id and answer["is_outlier"] == [True]
         stored = query(pattern, "SELECT count(*) FROM outlier_log WHERE log_id = %s", log_id)
         assert stored == [(1 if store else 0,)]
+
+
+def test_the_page_draws_the_thresholds_the_monitor_checks_in_compose_and_in_kubernetes():
+    names = ("MEAN_THRESHOLD", "PSI_THRESHOLD", "OUTLIER_THRESHOLD")
+    services = yaml.safe_load((PATTERN / "docker-compose.yml").read_text())["services"]
+    compose = {name: {key: services[name]["environment"][key] for key in names} for name in ("api", "monitor")}
+    assert compose["api"] == compose["monitor"]
+
+    def env(path: str, kind: str) -> dict:
+        document = yaml.safe_load((PATTERN / "manifests" / path).read_text())
+        spec = document["spec"]["jobTemplate"]["spec"] if kind == "CronJob" else document["spec"]
+        container = spec["template"]["spec"]["containers"][0]
+        return {item["name"]: item["value"] for item in container["env"] if item["name"] in names}
+
+    assert env("deployment.yml", "Deployment") == env("monitor.yml", "CronJob") == compose["monitor"]
