@@ -19,6 +19,13 @@ def _short(payload, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def metric_sum(exposition: str, prefix: str) -> float:
+    """The sum of the samples of a /metrics text whose line starts with `prefix`, e.g.
+    `cache_lookups_total{cache="prediction",result="hit"}` (0 when there is none yet). The demos and the tests
+    (`mlpatterns.testing.metric`) read counters with it."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines() if line.startswith(prefix))
+
+
 class ServiceClient:
     def __init__(self, name: str, base_url: str, client: "DemoClient"):
         self.name = name
@@ -55,8 +62,7 @@ class ServiceClient:
 
     def metric(self, prefix: str) -> float:
         """The sum of the samples on the service's /metrics whose line starts with `prefix` (not printed)."""
-        lines = self.client.http.get(self.base_url + "/metrics").text.splitlines()
-        return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+        return metric_sum(self.client.http.get(self.base_url + "/metrics").text, prefix)
 
 
 class DemoClient:

@@ -37,6 +37,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mlpatterns.demo import metric_sum
 from mlpatterns.runner import PatternRun, run_pattern
 from mlpatterns.runner.backing import RedisServer, free_port
 
@@ -167,8 +168,7 @@ def assert_healthy(client: httpx.Client, path: str = "/health") -> None:
 def metric(client: httpx.Client, prefix: str) -> float:
     """The sum of the samples on a service's /metrics whose line starts with `prefix`, e.g.
     `cache_lookups_total{cache="prediction",result="hit"}` (0 when there is none yet)."""
-    lines = client.get("/metrics").text.splitlines()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+    return metric_sum(client.get("/metrics").text, prefix)
 
 
 def read_metrics(started: StartedPattern, wanted: dict[str, tuple[str, str]]) -> dict[str, float]:

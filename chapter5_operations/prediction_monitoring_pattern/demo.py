@@ -1,7 +1,6 @@
 """A few stored predictions (the book's outlier among them), then the monitor's alerts appearing as the load job's
 stream reaches its first drift window (block 2: every feature 10 % up; about 30 s after the load job starts)."""
 
-import re
 import time
 
 from mlpatterns.demo import DemoClient
@@ -9,7 +8,7 @@ from mlpatterns.demo import DemoClient
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 ODD = [1.0, 2.0, 3.0, 4.0]  # the book's outlier: stored with is_outlier true
 WAIT_SECONDS = 120  # for the first alerts: the load job sends block 2 from ~20 s, the monitor checks every 10 s
-STORED = re.compile(r'^prediction_records_total\{state="stored"\} (\S+)$', re.M)
+STORED = 'prediction_records_total{state="stored"}'
 
 
 def demo(client: DemoClient) -> None:
@@ -19,7 +18,7 @@ def demo(client: DemoClient) -> None:
     api.post("/predict/label", {"data": [SETOSA, ODD]})
     api.post("/predict", {"data": [[5.1, 3.5, 1.4]]}, expect=422)  # refused: not stored
     time.sleep(1)  # the records are written after the answers, by each worker's writer thread
-    print("\n  Stored so far (the load job is sending too):", stored(client, api.base_url), "requests")
+    print("\n  Stored so far (the load job is sending too):", int(api.metric(STORED)), "requests")
     print(f"\n  Waiting up to {WAIT_SECONDS} s for the monitor's first alerts (drift planted in blocks 2, 5, 7)...")
     deadline = time.monotonic() + WAIT_SECONDS
     while not client.http.get(api.base_url + "/alerts").json():
@@ -28,7 +27,7 @@ def demo(client: DemoClient) -> None:
             break
         time.sleep(2)
     else:
-        print("  Stored by now:", stored(client, api.base_url), "requests")
+        print("  Stored by now:", int(api.metric(STORED)), "requests")
         api.get("/alerts?limit=5")
     monitor = client.logs("monitor")
     if monitor is not None:
@@ -40,8 +39,3 @@ def demo(client: DemoClient) -> None:
     for line in metrics.splitlines():
         if line.startswith("prediction_monitor_alerts_total{"):
             print("  " + line)
-
-
-def stored(client: DemoClient, base_url: str) -> int:
-    found = STORED.search(client.http.get(base_url + "/metrics").text)
-    return int(float(found[1])) if found else 0

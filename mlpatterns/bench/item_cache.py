@@ -29,6 +29,7 @@ import orjson
 from mlpatterns.bench.cpu import CpuMeter
 from mlpatterns.bench.run import CONCURRENCIES, Target, measure, summarize
 from mlpatterns.bench.wrk import WrkMissing, ensure_wrk, run_wrk
+from mlpatterns.demo import metric_sum
 from mlpatterns.images import ImagePreprocessor
 from mlpatterns.items import ItemStore
 from mlpatterns.predictor import OnnxPredictor
@@ -40,16 +41,13 @@ ROUTE = "/predict/label"
 MISS_DELAY_MS = 3  # between one connection's requests in the miss runs: longer than the 1 ms TTL
 
 
-def cache_counts(proxy: str) -> dict[str, float]:
+def cache_counts(proxy: str, namespace: str) -> dict[str, float]:
     with httpx.Client(base_url=proxy, timeout=10) as client:
         text = client.get("/metrics").text
-    counts = {"hit": 0.0, "miss": 0.0}
-    for line in text.splitlines():
-        if line.startswith("cache_lookups_total{"):
-            for result in counts:
-                if f'result="{result}"' in line:
-                    counts[result] += float(line.rsplit(" ", 1)[1])
-    return counts
+    return {
+        result: metric_sum(text, f'cache_lookups_total{{cache="{namespace}",result="{result}"}}')
+        for result in ("hit", "miss")
+    }
 
 
 def share_of_misses(before: dict, after: dict) -> float:
@@ -94,22 +92,22 @@ def run(pattern: Path, item: str, seconds: float, rounds: int, warmup: float) ->
                 Target(f"hit: POST {ROUTE}", proxy + ROUTE, started.running["proxy"].process.pid),
                 Target("bare Redis GET (floor)", floor.url("get") + "/get", floor.running["get"].process.pid),
             ]
-            before = cache_counts(proxy)
+            before = cache_counts(proxy, namespace)
             hits = measure(targets, body, seconds, warmup, rounds)
-            hits["hit misses"] = share_of_misses(before, cache_counts(proxy))
+            hits["hit misses"] = share_of_misses(before, cache_counts(proxy, namespace))
     # Every request a miss: entries live 1 ms (CACHE_TTL_SECONDS) and the one connection waits MISS_DELAY_MS
     # between requests, so the entry the last request wrote is gone when the next one looks.
     with run_pattern(pattern, free_ports=True, overrides={"proxy": {"CACHE_TTL_SECONDS": "0.001"}}) as started:
         proxy = started.url("proxy")
         run_wrk(proxy + ROUTE, body, 1, warmup, delay_ms=MISS_DELAY_MS)
-        before, runs = cache_counts(proxy), []
+        before, runs = cache_counts(proxy, namespace), []
         for _ in range(rounds):
             with CpuMeter(started.running["proxy"].process.pid) as meter:
                 load = run_wrk(proxy + ROUTE, body, 1, seconds, delay_ms=MISS_DELAY_MS)
             runs.append((load, meter.result))
         misses = {
             (f"miss: POST {ROUTE}", 1): summarize(runs),
-            "miss misses": share_of_misses(before, cache_counts(proxy)),
+            "miss misses": share_of_misses(before, cache_counts(proxy, namespace)),
         }
     return hits, misses, workers
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from mlpatterns.images import sample_digits
 from mlpatterns.tensors import encode_tensor
-from mlpatterns.testing import assert_healthy, assert_refused
+from mlpatterns.testing import assert_healthy, assert_refused, metric
 
 PATTERN = Path(__file__).parents[1]
 DIGITS = sample_digits()
@@ -47,12 +47,6 @@ def encoded(picture: Image.Image, fmt: str = "PNG") -> str:
     buffer = io.BytesIO()
     picture.save(buffer, format=fmt)
     return base64.b64encode(buffer.getvalue()).decode()
-
-
-def metric(client: httpx.Client, name: str) -> float:
-    """The sum of a metric's samples whose line starts with `name` (e.g. 'x_total{content_type="image"}')."""
-    lines = client.get("/metrics").text.splitlines()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name))
 
 
 def received(pred: httpx.Client) -> dict[str, float]:

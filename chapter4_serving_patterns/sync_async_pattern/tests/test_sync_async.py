@@ -18,7 +18,7 @@ from chapter4_serving_patterns.sync_async_pattern.app import create_app
 from chapter4_serving_patterns.sync_async_pattern.settings import ProxySettings
 from mlpatterns.images import sample_digits
 from mlpatterns.runner.backing import RedisServer, free_port
-from mlpatterns.testing import assert_healthy, assert_refused, start_pattern
+from mlpatterns.testing import assert_healthy, assert_refused, metric, start_pattern
 
 PATTERN = Path(__file__).parents[1]
 DIGITS = sample_digits()
@@ -42,14 +42,6 @@ def wait_finished(proxy: httpx.Client, ids: list[str], timeout: float = 60.0) ->
                 finished[job_id] = job
         time.sleep(0.05)
     return [finished[job_id] for job_id in ids]
-
-
-def metric(proxy: httpx.Client, name: str) -> float:
-    """One sample of the proxy's /metrics, by its full name with labels; 0 if it has none yet."""
-    for line in proxy.get("/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 SUBMITTED = 'job_queue_submitted_total{queue="jobs"}'
