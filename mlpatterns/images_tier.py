@@ -49,8 +49,15 @@ from pathlib import Path
 
 import yaml
 
-from mlpatterns.runner.backing import BackingError, PostgresServer, RedisServer, free_port
-from mlpatterns.runner.compose import Service, interpolate, load_services, parse_environment, start_order
+from mlpatterns.runner.backing import BackingError, PostgresServer, RedisServer, free_port, port_in_use
+from mlpatterns.runner.compose import (
+    PROGRAM_IMAGES,
+    Service,
+    interpolate,
+    load_services,
+    parse_environment,
+    start_order,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build"
@@ -287,7 +294,8 @@ def ca_bundle() -> Path:
 def standin_tag() -> str:
     """Named by a hash of everything that goes into it: this recipe, the Python and the CA bundle."""
     digest = hashlib.sha256()
-    recipe = inspect.getsource(build_standin) + inspect.getsource(_copy_python) + " ".join(STANDIN_PACKAGES)
+    recipe = "".join(inspect.getsource(f) for f in (build_standin, debian_image, _copy_python))
+    recipe += " ".join(STANDIN_PACKAGES)
     for part in (recipe.encode(), sys.base_prefix.encode(), sys.version.encode(), ca_bundle().read_bytes()):
         digest.update(part)
     return f"mlpatterns/python-standin:{python_version()}-{digest.hexdigest()[:12]}"
@@ -297,6 +305,32 @@ def build_standin(docker: Docker, tag: str) -> None:
     """debootstrap (minbase) + this machine's CPython in /usr/local (as the official image has it) + its CA bundle."""
     if sys.version_info < (3, 11, 3):
         raise TierError(f"the stand-in needs CPython 3.11.3 or later (the lock's redis-py), this is {python_version()}")
+
+    def add_python(rootfs: Path) -> None:
+        _copy_python(rootfs / "usr" / "local")
+        bundle = rootfs / "etc/ssl/certs/ca-certificates.crt"
+        bundle.unlink(missing_ok=True)
+        shutil.copyfile(ca_bundle(), bundle)
+        subprocess.run(
+            ["chroot", str(rootfs), "/usr/local/bin/python3", "-m", "ensurepip", "--default-pip"],
+            check=True,
+            capture_output=True,
+        )
+
+    changes = [
+        "ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "ENV LANG=C.UTF-8",
+        "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
+        "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt",
+        "ENV PIP_DISABLE_PIP_VERSION_CHECK=1",
+        'CMD ["python3"]',
+    ]
+    debian_image(docker, tag, STANDIN_PACKAGES, changes, add_python)
+
+
+def debian_image(docker: Docker, tag: str, packages: list[str], changes: list[str], finish=None) -> None:
+    """An image of Debian bookworm (debootstrap, minbase) with `packages`, `finish(rootfs)` done to it, and the
+    Dockerfile instructions `changes` (ENV, USER, CMD...)."""
     if not shutil.which("debootstrap"):
         raise TierError("debootstrap is not installed: run scripts/setup-images")
     started = time.monotonic()
@@ -310,7 +344,7 @@ def build_standin(docker: Docker, tag: str) -> None:
                 "debootstrap",
                 "--variant=minbase",
                 f"--cache-dir={cache}",
-                f"--include={','.join(STANDIN_PACKAGES)}",
+                f"--include={','.join(packages)}",
                 "bookworm",
                 str(rootfs),
                 "http://deb.debian.org/debian",
@@ -319,26 +353,11 @@ def build_standin(docker: Docker, tag: str) -> None:
             text=True,
         )
         if result.returncode != 0:
-            raise TierError(f"debootstrap of the stand-in failed:\n{tail(result.stdout + result.stderr)}")
+            raise TierError(f"debootstrap of {tag} failed:\n{tail(result.stdout + result.stderr)}")
         for junk in ("var/cache/apt", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/locale"):
             shutil.rmtree(rootfs / junk, ignore_errors=True)
-        _copy_python(rootfs / "usr" / "local")
-        bundle = rootfs / "etc/ssl/certs/ca-certificates.crt"
-        bundle.unlink(missing_ok=True)
-        shutil.copyfile(ca_bundle(), bundle)
-        subprocess.run(
-            ["chroot", str(rootfs), "/usr/local/bin/python3", "-m", "ensurepip", "--default-pip"],
-            check=True,
-            capture_output=True,
-        )
-        changes = [
-            "ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "ENV LANG=C.UTF-8",
-            "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
-            "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt",
-            "ENV PIP_DISABLE_PIP_VERSION_CHECK=1",
-            'CMD ["python3"]',
-        ]
+        if finish:
+            finish(rootfs)
         with tempfile.TemporaryFile(dir=work) as archive:
             with tarfile.open(fileobj=archive, mode="w") as tar:
                 tar.add(rootfs, arcname=".")
@@ -348,6 +367,34 @@ def build_standin(docker: Docker, tag: str) -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     say(f"built the stand-in {tag} in {time.monotonic() - started:.0f} s")
+
+
+# Third-party programs the local runner starts from Debian's package (mlpatterns/runner/compose.py PROGRAM_IMAGES):
+# where their official image cannot be pulled, a stand-in of the same package is laid out as that image is (its
+# configuration path, its non-root user, its command), so the compose file's mount and command work unchanged.
+PROGRAM_STANDINS = {
+    "haproxy": (
+        ["haproxy"],
+        [
+            "USER haproxy",
+            "WORKDIR /var/lib/haproxy",
+            "STOPSIGNAL SIGUSR1",
+            'CMD ["haproxy", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]',
+        ],
+    ),
+}
+
+
+def program_standin(docker: Docker, image: str) -> str:
+    """The stand-in for a PROGRAM_STANDINS image, built once (tagged by a hash of its recipe)."""
+    name = image.split("/")[-1].split(":")[0]
+    packages, changes = PROGRAM_STANDINS[name]
+    config_dir = Path(PROGRAM_IMAGES[name][0]).parent.relative_to("/")  # where the compose file mounts into
+    recipe = inspect.getsource(debian_image) + " ".join(packages + changes)
+    tag = f"mlpatterns/{packages[0]}-standin:{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+    if not docker.has_image(tag):
+        debian_image(docker, tag, packages, changes, lambda rootfs: (rootfs / config_dir).mkdir(parents=True))
+    return tag
 
 
 def _copy_python(prefix: Path) -> None:
@@ -550,6 +597,7 @@ class Started:
     backing: RedisServer | PostgresServer | None = None
     started_at: float = 0.0
     user: str = ""  # the USER its image declares
+    image: str = ""  # the image it runs: the compose one, or a program's stand-in
 
 
 @dataclass
@@ -559,6 +607,7 @@ class PatternResult:
     completed: list[str] = field(default_factory=list)  # one-shots that exited 0
     answers: list[str] = field(default_factory=list)  # the demo's requests and statuses
     not_run: list[str] = field(default_factory=list)  # third-party images that could not be had, and why
+    standins: list[str] = field(default_factory=list)  # third-party programs run from a stand-in of Debian's package
 
 
 class ComposeRun:
@@ -614,6 +663,8 @@ class ComposeRun:
                 self.wait_healthy(started)
             elif started.container and not started.port:
                 self.wait_completed(started)
+            elif started.container:
+                self.wait_listening(started)
         self.smoke()
         return self.result
 
@@ -633,7 +684,12 @@ class ComposeRun:
             except BackingError as error:
                 raise self.fail(f"{service.name}: {error}") from None
             return
-        if "build" not in raw and not self.available(raw["image"]):
+        image = raw["image"]
+        if "build" not in raw and raw["image"].split("/")[-1].split(":")[0] in PROGRAM_STANDINS:
+            if not self.available(raw["image"]):
+                image = program_standin(self.docker, raw["image"])
+                self.result.standins.append(f"{service.name}: {raw['image']} cannot be pulled here, ran {image}")
+        elif "build" not in raw and not self.available(raw["image"]):
             # A third-party program's image (a log shipper) that cannot be pulled here: a pattern may run such a
             # service only where its local stand-in (x-local.command) is what the test suite proves.
             if "command" not in (raw.get("x-local") or {}):
@@ -651,7 +707,7 @@ class ComposeRun:
         args = ["run", "-d", "--name", name, "--network=host", f"--label={LABEL}={self.run_id}"]
         if service.healthcheck:
             args.append("--health-interval=1s")  # the image's own check, probed every second
-            image_check = (self.docker.inspect(raw["image"])["Config"].get("Healthcheck") or {}).get("Test")
+            image_check = (self.docker.inspect(image)["Config"].get("Healthcheck") or {}).get("Test")
             if image_check != ["CMD", *service.healthcheck]:  # compose's own check replaces the image's, as in compose
                 args.append(f"--health-cmd={shlex.join(service.healthcheck)}")
         for key, value in env.items():
@@ -664,16 +720,19 @@ class ComposeRun:
                     self.docker("volume", "create", f"--label={LABEL}={self.run_id}", volume)
                     self.volumes[source] = volume
                 args += ["-v", f"{self.volumes[source]}:{rest}"]
+            elif source.startswith((".", "/")):  # a file or directory of the pattern, bind-mounted
+                args += ["-v", f"{(self.compose_file.parent / source).resolve()}:{rest}"]
         if raw.get("entrypoint"):
             entrypoint = raw["entrypoint"] if isinstance(raw["entrypoint"], list) else [raw["entrypoint"]]
             args += ["--entrypoint", entrypoint[0]]
-        args.append(raw["image"])
+        args.append(image)
         args += (raw.get("entrypoint") or [])[1:] if isinstance(raw.get("entrypoint"), list) else []
         args += raw.get("command") or []
         result = self.docker(*args, check=False)
         if result.returncode != 0:
             raise self.fail(f"service {service.name}: docker run {raw['image']} failed: {tail(result.stderr, 5)}")
         started.container = name
+        started.image = image
         started.started_at = time.monotonic()
         self.check_user(started)
 
@@ -688,7 +747,7 @@ class ComposeRun:
 
     def check_user(self, started: Started) -> None:
         """The image declares a non-root user and the container runs as it."""
-        image = self.docker.inspect(self.raw["services"][started.service.name]["image"])
+        image = self.docker.inspect(started.image)
         user = image["Config"].get("User") or ""
         if user in ("", "0", "root") or user.startswith(("0:", "root:")):
             raise self.fail(f"service {started.service.name}: its image declares no non-root USER ({user!r})")
@@ -723,6 +782,18 @@ class ComposeRun:
             time.sleep(0.5)
         raise self.fail(
             f"service {started.service.name} was not healthy within {HEALTH_TIMEOUT:.0f} s", started.container
+        )
+
+    def wait_listening(self, started: Started) -> None:
+        """A service without a healthcheck (a proxy) is up once its port accepts connections, as the runner has it."""
+        deadline = time.monotonic() + HEALTH_TIMEOUT
+        while not port_in_use(started.port):
+            if self.state(started)["Status"] == "exited" or time.monotonic() > deadline:
+                raise self.fail(f"service {started.service.name} never listened on {started.port}", started.container)
+            time.sleep(0.3)
+        self.result.served.append(
+            f"{started.service.name} ({started.image}) on port {started.port} as {started.user}: listening in "
+            f"{time.monotonic() - started.started_at:.1f} s"
         )
 
     def wait_completed(self, started: Started) -> None:
@@ -822,13 +893,14 @@ class PatternReport:
     completed: list[str] = field(default_factory=list)  # one-shots that exited 0
     answers: list[str] = field(default_factory=list)  # the demo's requests and statuses
     not_run: list[str] = field(default_factory=list)  # third-party images that could not be had
+    standins: list[str] = field(default_factory=list)  # third-party programs run from a Debian stand-in
     models: dict[str, list[str]] = field(default_factory=dict)  # serving image -> the ONNX files it holds
 
     def lines(self) -> list[str]:
         out = [f"{self.pattern}:"]
         out += [f"  image {i.tag:<46} {i.size / 1e6:6.0f} MB  built in {i.build_seconds:5.1f} s" for i in self.images]
         out += [f"  served: {line}" for line in self.served] + [f"  one-shot: {line}" for line in self.completed]
-        out += [f"  not run: {line}" for line in self.not_run]
+        out += [f"  not run: {line}" for line in self.not_run] + [f"  stand-in: {line}" for line in self.standins]
         out += [f"  demo: {len(self.answers)} requests, each answered as expected"] if self.answers else []
         out += [f"  models in {tag}: {', '.join(files) or 'none'}" for tag, files in self.models.items()]
         return out
@@ -870,7 +942,7 @@ class Tier:
                 with ComposeRun(self.docker, pattern, self.run_id) as run:
                     result = run.run()
                 report.served, report.completed, report.answers = result.served, result.completed, result.answers
-                report.not_run = result.not_run
+                report.not_run, report.standins = result.not_run, result.standins
                 for tag in dict.fromkeys(s["image"] for s in services.values() if s.get("healthcheck")):
                     if not tag.startswith("mlpatterns/"):
                         continue

@@ -1,7 +1,10 @@
 """Read a pattern's docker-compose.yml: the one description of its topology.
 
 Services built from this repository run as local processes with their compose `entrypoint` + `command`;
-services from a `redis` or `postgres` image run from the machine's own binaries. An `x-local` key on a
+services from a `redis` or `postgres` image run from the machine's own binaries, and a service from a `haproxy`
+image runs the machine's HAProxy (Debian's package) on the configuration file the compose file mounts into the
+container, so both read one file (its addresses and port come from `"${VAR}"`s in it, which HAProxy takes from the
+environment, and so the runner's rewritten addresses). An `x-local` key on a
 service may add environment variables that only the local run needs (`{run_dir}`: the run's scratch space),
 and a `command` that runs in place of the compose one where the service's image is a third-party program
 this machine does not have (a log shipper: its local stand-in).
@@ -23,6 +26,9 @@ from pathlib import Path
 import yaml
 
 BACKING_IMAGES = ("redis", "postgres")
+# Third-party programs the runner starts from the machine's own binary: the image's configuration path (which the
+# compose file bind-mounts from the pattern directory) and the local command it is appended to (in the foreground).
+PROGRAM_IMAGES = {"haproxy": ("/usr/local/etc/haproxy/haproxy.cfg", ["haproxy", "-db", "-f"])}
 DEFAULT_PORTS = {"redis": 6379, "postgres": 5432}  # where other services reach them inside compose
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
 RESTART = re.compile(r"no|always|unless-stopped|on-failure(:[0-9]+)?")
@@ -45,11 +51,11 @@ SERVICE_KEYS = {
     "healthcheck": None,
     "deploy": None,
     "x-local": None,
-    "image": None,  # a redis/postgres image selects the local binary; other images are Docker's
+    "image": None,  # a redis/postgres/haproxy image selects the local binary; other images are Docker's
     "build": "local processes run this repository's source, not a built image",
     "pull_policy": "images are Docker's",
     "restart": None,  # the supervisor's policy for an exit: see mlpatterns/runner/run.py
-    "volumes": "local processes share the file system; x-local can point paths at {run_dir}",
+    "volumes": None,  # local processes share the file system (x-local can point paths at {run_dir}); see PROGRAM_IMAGES
     "networks": "every local service listens on 127.0.0.1",
     "container_name": "local processes are named by their service",
     "labels": "container metadata",
@@ -273,12 +279,34 @@ def parse_ports(raw) -> list[tuple[int, int]]:
     return ports
 
 
+def _image_name(spec: dict) -> str:
+    """`haproxy` of `haproxy:2.6` or `docker.io/library/haproxy:2.6`."""
+    return str(spec.get("image", "")).split("/")[-1].split(":")[0].split("@")[0]
+
+
 def _kind(spec: dict) -> str:
-    image = str(spec.get("image", "")).split("/")[-1]
-    for backing in BACKING_IMAGES:
-        if image.startswith(backing + ":") or image == backing:
-            return backing
-    return "process"
+    return _image_name(spec) if _image_name(spec) in BACKING_IMAGES else "process"
+
+
+def _program_command(raw: dict, compose_file: Path, where: str) -> list[str] | None:
+    """The local command of a PROGRAM_IMAGES service: its binary on the file the compose file mounts as its config."""
+    if _image_name(raw) not in PROGRAM_IMAGES:
+        return None
+    config, command = PROGRAM_IMAGES[_image_name(raw)]
+    for key in ("command", "entrypoint"):
+        if key in raw:
+            raise ComposeError(f"{where}: {key!r} of a {raw['image']} image is not supported (the runner runs it)")
+    for mount in raw.get("volumes") or []:
+        if isinstance(mount, dict):
+            source, target = mount.get("source"), mount.get("target")
+        else:
+            source, target = (str(mount).split(":") + [""])[:2]
+        if target == config and source and source.startswith((".", "/")):
+            path = (compose_file.parent / source).resolve()
+            if not path.is_file():
+                raise ComposeError(f"{where}: the configuration {_shown(path)} mounted at {config} does not exist")
+            return [*command, str(path)]
+    raise ComposeError(f"{where}: mount its configuration file from the pattern directory at {config} (volumes)")
 
 
 def _healthcheck(spec: dict) -> list[str]:
@@ -379,7 +407,9 @@ def _service(name: str, raw, compose_file: Path, variables: Mapping[str, str], n
                 raise ComposeError(f"{where}: env_file {_shown(path)} does not exist")
         environment.update(_resolved(environment_entries(raw.get("environment")), variables))
         environment.update(_resolved(environment_entries((raw.get("x-local") or {}).get("environment")), variables))
-        command = _argv(raw.get("entrypoint"), "entrypoint") + _argv(raw.get("command"), "command")
+        command = _program_command(raw, compose_file, where) or (
+            _argv(raw.get("entrypoint"), "entrypoint") + _argv(raw.get("command"), "command")
+        )
         if "command" in (raw.get("x-local") or {}):  # the local stand-in replaces entrypoint and command
             command = _argv(raw["x-local"]["command"], "x-local.command")
         ports = parse_ports(raw.get("ports"))

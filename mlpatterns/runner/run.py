@@ -231,8 +231,9 @@ class PatternRun:
     def _process_env(self, running: RunningService) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.environ)
-        # The project's interpreter and tools (gunicorn, python) come first on PATH.
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        # The project's interpreter and tools (gunicorn, python) come first on PATH; Debian keeps daemons such as
+        # haproxy in the sbin directories, which a user's PATH may lack.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", ""), "/usr/sbin", "/sbin"])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         service_env = {**running.service.environment, **self.overrides.get(running.service.name, {})}
         for key, value in service_env.items():
@@ -250,6 +251,8 @@ class PatternRun:
         service = running.service
         if not service.command:
             raise RunnerError(f"service {service.name!r} has no `command` in docker-compose.yml")
+        if not shutil.which(service.command[0], path=self._process_env(running)["PATH"]):
+            raise RunnerError(f"service {service.name!r}: {service.command[0]} is not installed: run `make setup`")
         for index in range(service.replicas):
             self._spawn(running, index)
         if service.replicas == 0:

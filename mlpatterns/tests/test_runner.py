@@ -303,3 +303,64 @@ def test_a_started_service_gets_its_entrypoint_command_and_interpolated_environm
         run.processes("show")[0].wait(10)
         wait_for(lambda: run.logs("show"))
         assert run.logs("show") == "['two words', 'nobody'] hello from .env shell value False"
+
+
+# HAProxy's own configuration, as a pattern writes it: its port and its backend's address from the environment.
+HAPROXY_CFG = textwrap.dedent("""
+    global
+        log stdout format raw local0
+    defaults
+        mode http
+        log global
+        option httplog
+        timeout connect 1s
+        timeout client 5s
+        timeout server 5s
+    frontend web
+        bind "${HOST}:${PORT}"
+        default_backend app
+    backend app
+        server app1 "${APP_ADDRESS}"
+""")
+
+
+def test_a_haproxy_service_runs_the_machines_haproxy_on_the_mounted_configuration(tmp_path):
+    """The compose file, used unchanged by Docker, mounts haproxy.cfg where the official image reads it; locally
+    the runner starts Debian's haproxy on that file, with the app's compose address rewritten to its local one."""
+    write_pattern(tmp_path)
+    (tmp_path / "haproxy.cfg").write_text(HAPROXY_CFG)
+    spec = yaml.safe_load((tmp_path / "docker-compose.yml").read_text())
+    spec["services"]["proxy"] = {
+        "image": "haproxy:2.6",
+        "environment": {"HOST": "0.0.0.0", "PORT": "8080", "APP_ADDRESS": "app:8000"},
+        "volumes": ["./haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro"],
+        "ports": ["8080:8080"],
+        "depends_on": {"app": {"condition": "service_healthy"}},
+    }
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(spec))
+    with run_pattern(tmp_path) as run:
+        proxy = run.running["proxy"]
+        assert proxy.service.command[:3] == ["haproxy", "-db", "-f"]
+        assert httpx.get(run.url("proxy") + "/health").status_code == 200  # answered by app, through haproxy
+        assert httpx.get(run.url("proxy") + "/nothing").status_code == 404
+        deadline = time.monotonic() + 5
+        while "GET /nothing" not in run.logs("proxy") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "GET /nothing" in run.logs("proxy")  # its log reaches the runner's output
+        pid = proxy.process.pid
+    assert not alive(pid)
+
+
+def test_a_haproxy_service_needs_its_configuration_mounted(tmp_path):
+    service = {"image": "haproxy:2.6", "ports": ["8080:8080"]}
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump({"services": {"proxy": service}}))
+    with pytest.raises(ValueError, match=r"mount its configuration file .* at /usr/local/etc/haproxy/haproxy.cfg"):
+        load_services(tmp_path / "docker-compose.yml")
+    service["volumes"] = ["./missing.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro"]
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump({"services": {"proxy": service}}))
+    with pytest.raises(ValueError, match=r"missing.cfg mounted at /usr/local/etc/haproxy/haproxy.cfg does not exist"):
+        load_services(tmp_path / "docker-compose.yml")
+    service["command"] = ["haproxy", "-f", "/elsewhere.cfg"]
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump({"services": {"proxy": service}}))
+    with pytest.raises(ValueError, match=r"'command' of a haproxy:2.6 image is not supported"):
+        load_services(tmp_path / "docker-compose.yml")
