@@ -317,3 +317,28 @@ def unbuilt_images(compose_file: Path) -> list[str]:
         for d, c in deployment_containers([doc])
         if c["image"].startswith(PROJECT_IMAGES) and c["image"] not in built
     ]
+
+
+# --- HAProxy (chapter 6's local traffic policies) -------------------------------------------------------
+
+
+def haproxy_services(compose_file: Path) -> list[str]:
+    """Services of a haproxy image: the local runner and compose run them on the configuration they mount."""
+    services = yaml.safe_load(compose_file.read_text())["services"]
+    return [name for name, s in services.items() if str(s.get("image", "")).split("/")[-1].startswith("haproxy")]
+
+
+def haproxy_config(compose_file: Path, name: str) -> list[str]:
+    """`haproxy -c` (HAProxy's own check) on the service's configuration, in its compose environment."""
+    from mlpatterns.runner.compose import load_services
+
+    service = next(s for s in load_services(compose_file, environ={}) if s.name == name)
+    binary, config = service.command[0], service.command[-1]
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    result = subprocess.run(
+        [binary, "-c", "-f", config],
+        env={"PATH": path, **service.environment},
+        capture_output=True,
+        text=True,
+    )
+    return [] if result.returncode == 0 else [f"{rel(Path(config))}: {(result.stdout + result.stderr).strip()}"]

@@ -16,10 +16,11 @@ COMPOSE_FILES = checks.compose_files()
 MANIFEST_FILES = checks.manifest_files()
 SERVING_PATTERNS = [
     d
-    for d in sorted(checks.ROOT.glob("chapter4_serving_patterns/*"))
+    for d in sorted(checks.ROOT.glob("chapter[4-6]_*/*"))
     if checks.deployment_containers(doc for _, doc in checks.pattern_manifests(d))
 ]
 BUILT_SERVICES = [(f, name) for f in COMPOSE_FILES for name in checks.built_services(f)]
+HAPROXY_SERVICES = [(f, name) for f in COMPOSE_FILES for name in checks.haproxy_services(f)]
 
 
 def files(paths: list[Path]):
@@ -73,6 +74,22 @@ def test_local_compose_image_and_kubernetes_agree(compose_file, service):
 @files(COMPOSE_FILES)
 def test_deployed_images_are_built(path):
     assert_ok(checks.unbuilt_images(path))
+
+
+@pytest.mark.parametrize(
+    "compose_file, service", HAPROXY_SERVICES, ids=[f"{checks.rel(f)}::{name}" for f, name in HAPROXY_SERVICES]
+)
+def test_haproxy_configuration_is_valid(compose_file, service):
+    assert_ok(checks.haproxy_config(compose_file, service))
+
+
+def test_haproxy_check_rejects_a_bad_configuration(tmp_path):
+    (tmp_path / "haproxy.cfg").write_text("defaults\n    mode http\n    timeout server tenseconds\n")
+    service = {"image": "haproxy:2.6", "volumes": ["./haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro"]}
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump({"services": {"proxy": service}}))
+    assert checks.haproxy_services(tmp_path / "docker-compose.yml") == ["proxy"]
+    errors = checks.haproxy_config(tmp_path / "docker-compose.yml", "proxy")
+    assert errors and "unexpected character 't' in 'timeout server'" in errors[0]
 
 
 # --- each rule fails on a bad example -------------------------------------------------------------------
