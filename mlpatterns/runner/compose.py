@@ -301,12 +301,15 @@ def _program_command(raw: dict, compose_file: Path, where: str) -> list[str] | N
             source, target = mount.get("source"), mount.get("target")
         else:
             source, target = (str(mount).split(":") + [""])[:2]
-        if target == config and source and source.startswith((".", "/")):
-            path = (compose_file.parent / source).resolve()
+        if target in (config, str(Path(config).parent)) and source and source.startswith((".", "/")):
+            # the file itself, or the directory that holds it (with the files it names: error pages, maps)
+            path = (compose_file.parent / source).resolve() / ("" if target == config else Path(config).name)
             if not path.is_file():
                 raise ComposeError(f"{where}: the configuration {_shown(path)} mounted at {config} does not exist")
             return [*command, str(path)]
-    raise ComposeError(f"{where}: mount its configuration file from the pattern directory at {config} (volumes)")
+    raise ComposeError(
+        f"{where}: mount its configuration file (or its directory) from the pattern directory at {config} (volumes)"
+    )
 
 
 def _healthcheck(spec: dict) -> list[str]:

@@ -354,12 +354,18 @@ def test_a_haproxy_service_runs_the_machines_haproxy_on_the_mounted_configuratio
 def test_a_haproxy_service_needs_its_configuration_mounted(tmp_path):
     service = {"image": "haproxy:2.6", "ports": ["8080:8080"]}
     (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump({"services": {"proxy": service}}))
-    with pytest.raises(ValueError, match=r"mount its configuration file .* at /usr/local/etc/haproxy/haproxy.cfg"):
+    with pytest.raises(ValueError, match=r"mount its configuration file \(or its directory\) .* at /usr/local/etc/hap"):
         load_services(tmp_path / "docker-compose.yml")
     service["volumes"] = ["./missing.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro"]
     (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump({"services": {"proxy": service}}))
     with pytest.raises(ValueError, match=r"missing.cfg mounted at /usr/local/etc/haproxy/haproxy.cfg does not exist"):
         load_services(tmp_path / "docker-compose.yml")
+    (tmp_path / "proxy").mkdir()
+    (tmp_path / "proxy" / "haproxy.cfg").write_text(HAPROXY_CFG)
+    service["volumes"] = ["./proxy:/usr/local/etc/haproxy:ro"]  # the directory, with the files the config names
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump({"services": {"proxy": service}}))
+    [proxy] = load_services(tmp_path / "docker-compose.yml")
+    assert proxy.command == ["haproxy", "-db", "-f", str(tmp_path / "proxy" / "haproxy.cfg")]
     service["command"] = ["haproxy", "-f", "/elsewhere.cfg"]
     (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump({"services": {"proxy": service}}))
     with pytest.raises(ValueError, match=r"'command' of a haproxy:2.6 image is not supported"):
