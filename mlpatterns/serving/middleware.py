@@ -102,6 +102,12 @@ class RequestIdMiddleware:
         token = request_id.set(rid)
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as error:
+            # The server logs the traceback of a 500 after we return, with no id: this line ties the two.
+            logger.error(
+                "unhandled %s answering %s %s: %s", type(error).__name__, scope["method"], scope["path"], error
+            )
+            raise
         finally:
             request_id.reset(token)
 

@@ -65,6 +65,27 @@ def test_text_log_lines_show_the_request_id(capsys):
     assert any(line.endswith("INFO test_middleware [-]: outside any request") for line in lines), lines
 
 
+def test_an_unhandled_error_is_logged_with_the_request_id(capsys):
+    """The server prints a 500's traceback after the request's context is gone; our line carries the id."""
+
+    def add_failing_route(router: APIRouter) -> None:
+        @router.get("/boom")
+        async def boom():
+            raise RuntimeError("the model file vanished")
+
+    app = create_service_app(HttpServiceSettings(), add_failing_route)
+
+    async def main():
+        transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get("/boom", headers={"X-Request-ID": "rid-boom"})
+
+    assert asyncio.run(main()).status_code == 500
+    lines = capsys.readouterr().out.splitlines()
+    expected = "ERROR mlpatterns.serving.middleware [rid-boom]: unhandled RuntimeError answering GET /boom: the model"
+    assert any(expected in line for line in lines), lines
+
+
 def test_json_log_lines_have_a_request_id_field(capsys):
     app = create_service_app(HttpServiceSettings(log_json=True), add_routes)
     get_id(app, {"X-Request-ID": "rid-json"})

@@ -100,7 +100,9 @@ def test_backends_are_asked_in_parallel():
             for name, delay in delays.items():
                 assert parts[name]["status"] == 200
                 assert parts[name]["seconds"] >= delay
-            assert max(delays.values()) <= seconds < sum(delays.values()), f"{path}: {seconds:.2f} s for {delays}"
+            # Any two backends asked in turn would take at least the slowest plus the quickest.
+            slowest, quickest = max(delays.values()), min(delays.values())
+            assert slowest <= seconds < slowest + quickest, f"{path}: {seconds:.2f} s for {delays}"
 
 
 def test_a_slow_backend_is_named_as_timed_out():
