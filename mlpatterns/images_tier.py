@@ -18,7 +18,7 @@ with its compose command and environment (service addresses rewritten to 127.0.0
 named volumes as fresh Docker volumes, `redis`/`postgres` services as the runner's private servers, in
 dependency order. A service must become healthy by its image's own HEALTHCHECK, or by its compose healthcheck
 where that names another command, as compose does (probed every second instead of every ten), answer the
-pattern's demo (the book's example requests) with no 5xx, and run as its declared non-root user; a one-shot must exit 0.
+pattern's demo (the book's example requests) with no 5xx and the answers it names, and run as its declared non-root user; a one-shot must exit 0.
 A third-party program's image (a log shipper) is pulled; where it cannot be, the service is reported "not run",
 which is allowed only for a service whose local stand-in (`x-local.command`) the test suite runs.
 """
@@ -838,7 +838,8 @@ class ComposeRun:
         finally:
             client.close()
         self.result.answers = sent
-        # A 5xx, or any status the demo did not expect (a 4xx it sends on purpose says so with `expect=`).
+        # A 5xx, any status the demo did not expect (a 4xx it sends on purpose says so with `expect=`), or an
+        # answer other than the one it names (`answer=`: the book's example request answers right).
         wrong = list(getattr(client, "unexpected", [])) or (
             [f"{client.server_errors} 5xx"] if client.server_errors else []
         )

@@ -7,7 +7,8 @@ def demo(client: DemoClient) -> None:
     api = client.service("model_db")
     api.get("/v0.1/health")
     project = api.post("/api/projects", {"project_name": "iris", "description": "iris species classification"}).json()
-    api.post("/api/projects", {"project_name": "iris"})  # the same name: the same project, not a second one
+    # the same name: the same project, not a second one
+    api.post("/api/projects", {"project_name": "iris"}, answer={"project_id": project["project_id"]})
     model = api.post("/api/models", {"project_id": project["project_id"], "model_name": "iris_svc"}).json()
     experiment = api.post(
         "/api/experiments",

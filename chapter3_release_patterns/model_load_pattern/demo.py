@@ -7,4 +7,8 @@ def demo(client: DemoClient) -> None:
     api = client.service("api")
     api.get("/health")
     api.get("/metadata")
-    api.post("/predict/label", {"data": [[5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5]]})
+    api.post(
+        "/predict/label",
+        {"data": [[5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5]]},
+        answer={"prediction": ["setosa", "virginica"]},
+    )

@@ -9,7 +9,7 @@ PREDICTED = "prediction_requests_total"  # pred's count of the tensors it was se
 
 def ask(proxy: ServiceClient, pred: ServiceClient, item_id: str) -> None:
     before = proxy.metric(PREPROCESSED), pred.metric(PREDICTED)
-    answer = proxy.post("/predict/label", {"data": item_id})
+    answer = proxy.post("/predict/label", {"data": item_id}, answer={"prediction": str(int(item_id))})
     loaded, predicted = proxy.metric(PREPROCESSED) - before[0], pred.metric(PREDICTED) - before[1]
     print(
         f"     X-Cache: {answer.headers.get('X-Cache')}; the proxy loaded and preprocessed {loaded:.0f} item(s), "

@@ -22,7 +22,11 @@ def demo(client: DemoClient) -> None:
     for row in (SETOSA, VERSICOLOR, VIRGINICA, [1.0, 2.0, 3.0, 4.0]):
         proxy.post("/predict/label", {"data": [row]})
     # Every row of a batch is labelled (the original answered the first row only).
-    proxy.post("/predict/label", {"data": [SETOSA, VERSICOLOR, VIRGINICA]})
+    proxy.post(
+        "/predict/label",
+        {"data": [SETOSA, VERSICOLOR, VIRGINICA]},
+        answer={"prediction": [{"label": "setosa"}, {"label": "versicolor"}, {"label": "virginica"}]},
+    )
     # Bad input is refused by the proxy (an empty batch) or, as the backends say it, passed on (a short row).
     proxy.post("/predict/label", {"data": []}, expect=422)
     proxy.post("/predict", {"data": [[5.1, 3.5, 1.4]]}, expect=422)

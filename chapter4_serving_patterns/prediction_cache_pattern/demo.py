@@ -27,6 +27,7 @@ def demo(client: DemoClient) -> None:
     ask(proxy, pred, {"data": "0003"})
     ask(proxy, pred, {"data": "0003"})
     proxy.post("/predict", {"data": "0003"})  # the scores, from the same entry
+    proxy.post("/predict/label", {"data": "0003"}, answer={"prediction": "3"})
     labels = {i: client.http.post(proxy.base_url + "/predict/label", json={"data": i}).json() for i in ITEM_IDS}
     print(f"\n  every item, by id: { ({i: answer['prediction'] for i, answer in labels.items()}) }")
 

@@ -26,7 +26,8 @@ def demo(client: DemoClient) -> None:
     for image in digits.values():
         prep.post("/predict/label", {"data": [image]})
     prep.post("/predict", {"data": [digits["3"]]})
-    prep.post("/predict/label", {"data": list(digits.values())})  # ten images, one tensor, one call to pred
+    # ten images, one tensor, one call to pred
+    prep.post("/predict/label", {"data": list(digits.values())}, answer={"prediction": list(digits)})
 
     # What prep sends pred, sent here by hand: raw float32 bytes, shape and dtype in headers.
     body, headers = encode_tensor(np.zeros((1, 3, 32, 32), np.float32))

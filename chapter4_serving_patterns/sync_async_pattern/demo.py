@@ -18,12 +18,16 @@ def demo(client: DemoClient) -> None:
     first = proxy.get("/predict/test").json()  # the bundled sample, a 7
     took = 1000 * (time.perf_counter() - started)
     print(f"  (the sync answer, {first['model']}: {first['prediction']!r}, in {took:.1f} ms)")
-    job = wait_job(proxy, first["job_id"])  # running -> done, "model": "cifar10", "prediction": "7"
+    job = wait_job(
+        proxy, first["job_id"], answer={"prediction": "7"}
+    )  # running -> done, "model": "cifar10", "prediction": "7"
     waited = job["finished_at"] - job["submitted_at"]
     print(f"  (the heavy answer, {job['model']}: {job['prediction']!r}, {waited:.2f} s after the job was stored)")
     # Ten digits: each POST answers at once with the sync label; the two workers take the jobs two at a time.
     answers = {label: proxy.post("/predict", {"image_data": image}).json() for label, image in digits.items()}
-    wait_job(proxy, answers["9"]["job_id"])  # pending (both workers busy) -> running -> done, "prediction": "9"
+    wait_job(
+        proxy, answers["9"]["job_id"], answer={"prediction": "9"}
+    )  # pending (both workers busy) -> running -> done, "prediction": "9"
     jobs = {label: wait_job(proxy, answer["job_id"], show=False) for label, answer in answers.items()}
     print(f"\n  ten digits, sync  -> {[answers[label]['prediction'] for label in digits]}")
     print(f"  ten digits, async -> {[jobs[label]['prediction'] for label in digits]}")

@@ -22,7 +22,8 @@ def demo(client: DemoClient) -> None:
     # One request per digit, in TF Serving's binary form; the answer is the label, as the original's was.
     for image in digits.values():
         serving.post(PREDICT, {"instances": [{"b64": image}]})
-    serving.post(PREDICT, {"inputs": {"image": [digits["3"], digits["5"]]}})  # columnar: inputs -> outputs
+    # columnar: inputs -> outputs
+    serving.post(PREDICT, {"inputs": {"image": [digits["3"], digits["5"]]}}, answer={"outputs": ["3", "5"]})
     serving.post(PREDICT, {"signature_name": "probabilities", "instances": [digits["7"]]})
     serving.get("/predict/test")
 

@@ -26,6 +26,10 @@ def demo(client: DemoClient) -> None:
     web.get("/label")
     web.get("/predict/test/label")
     web.post("/predict", {"data": [*SAMPLE, VERSICOLOR, VIRGINICA]})
-    web.post("/predict/label", {"data": [*SAMPLE, VERSICOLOR, VIRGINICA]})
+    web.post(
+        "/predict/label",
+        {"data": [*SAMPLE, VERSICOLOR, VIRGINICA]},
+        answer={"prediction": ["setosa", "versicolor", "virginica"]},
+    )
     # The original template's predict() was a stub that failed; bad input here is a clear 4xx.
     web.post("/predict", {"data": [[5.1, 3.5, 1.4]]}, expect=422)

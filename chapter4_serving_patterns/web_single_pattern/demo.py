@@ -13,7 +13,11 @@ def demo(client: DemoClient) -> None:
     web.post("/predict/label", {"data": [[5.1, 3.5, 1.4, 0.2]]})
     web.post("/predict/label", {"data": [[1.0, 2.0, 3.0, 4.0]]})
     # Unlike the original, every row of a batch is predicted.
-    web.post("/predict/label", {"data": [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.3, 3.3, 6.0, 2.5]]})
+    web.post(
+        "/predict/label",
+        {"data": [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.3, 3.3, 6.0, 2.5]]},
+        answer={"prediction": ["setosa", "versicolor", "virginica"]},
+    )
     # Bad input is a clear 4xx, not a silently substituted sample.
     web.post("/predict", {"rows": [[5.1, 3.5, 1.4, 0.2]]}, expect=422)
     web.post("/predict", {"data": [[5.1, 3.5, 1.4]]}, expect=422)

@@ -19,7 +19,7 @@ def demo(client: DemoClient) -> None:
         api.post("/predict", {"data": [SETOSA]}),
         api.post("/predict", {"data": [ODD]}),
         # Every row of a batch is answered: prediction, is_outlier and outlier_score are lists, one entry per row.
-        api.post("/predict/label", {"data": [SETOSA, VIRGINICA, ODD]}),
+        api.post("/predict/label", {"data": [SETOSA, VIRGINICA, ODD]}, answer={"is_outlier": [False, False, True]}),
     ]
     # Refused input is a clear 4xx and writes no record.
     api.post("/predict", {"data": [[5.1, 3.5, 1.4]]}, expect=422)

@@ -15,7 +15,7 @@ def demo(client: DemoClient) -> None:
     api = client.service("api")
     api.get("/health")
     api.post("/predict", {"data": [SETOSA]})
-    api.post("/predict/label", {"data": [SETOSA, ODD]})
+    api.post("/predict/label", {"data": [SETOSA, ODD]}, answer={"is_outlier": [False, True]})
     api.post("/predict", {"data": [[5.1, 3.5, 1.4]]}, expect=422)  # refused: not stored
     time.sleep(1)  # the records are written after the answers, by each worker's writer thread
     print("\n  Stored so far (the load job is sending too):", int(api.metric(STORED)), "requests")

@@ -17,15 +17,19 @@ def test_answers_refusals_asked_for_and_unexpected_answers_are_counted_and_summe
         web.get("/missing")  # a 404 nobody asked for
         web.get("/ok", expect=422)  # a refusal asked for that did not come
         web.get("/fail")
+        web.get("/ok", answer={"ok": True})
+        web.get("/ok", answer={"ok": False})  # the right status, the wrong answer
+        web.get("/missing", expect=404, answer={"detail": "no such model"})
         client.close()
     out = capsys.readouterr().out
     assert '-> 404 {"detail": "no such model"}  (refused as expected)' in out
     assert '-> 404 {"detail": "no such model"}  (UNEXPECTED)' in out
     assert '-> 200 {"ok": true}  (UNEXPECTED: expected 422)' in out
-    assert (client.answered, client.refused, client.server_errors) == (1, 1, 1)
+    assert '-> 200 {"ok": true}  (WRONG ANSWER: expected {"ok": false})' in out
+    assert (client.answered, client.refused, client.server_errors) == (2, 2, 1)
     assert client.summary() == (
-        "5 requests: 1 answered, 1 refused as expected, 3 unexpected "
-        "(GET web/missing -> 404; GET web/ok -> 200; GET web/fail -> 500)"
+        "8 requests: 2 answered, 2 refused as expected, 4 unexpected "
+        '(GET web/missing -> 404; GET web/ok -> 200; GET web/fail -> 500; GET web/ok -> 200, not {"ok": false})'
     )
 
 
@@ -44,3 +48,15 @@ def test_the_cifar10_demo_sends_one_channel_and_gets_the_shape_message_then_sums
     assert result.stdout.rstrip().endswith(
         "=== summary ===\n  chapter2_training/cifar10: 4 requests: 3 answered, 1 refused as expected, 0 unexpected"
     )
+
+
+def test_an_answer_matches_the_fields_it_names_at_every_depth():
+    from mlpatterns.demo import _matches
+
+    payload = {"prediction": [{"label": "setosa", "proba": 0.98}], "mode": "iris_svc.onnx"}
+    assert _matches(payload, {"prediction": [{"label": "setosa"}]})
+    assert _matches(payload, {"mode": "iris_svc.onnx"})
+    assert not _matches(payload, {"prediction": [{"label": "virginica"}]})
+    assert not _matches(payload, {"prediction": [{"label": "setosa"}, {"label": "setosa"}]})  # one row, not two
+    assert not _matches(payload, {"model": "iris_svc.onnx"})  # a field it lacks
+    assert not _matches([payload], {"mode": "iris_svc.onnx"})
