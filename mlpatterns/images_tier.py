@@ -18,9 +18,11 @@ with its compose command and environment (service addresses rewritten to 127.0.0
 named volumes as fresh Docker volumes, `redis`/`postgres` services as the runner's private servers, in
 dependency order. A service must become healthy by its image's own HEALTHCHECK, or by its compose healthcheck
 where that names another command, as compose does (probed every second instead of every ten), answer the
-pattern's demo (the book's example requests) with no 5xx and the answers it names, and run as its declared non-root user; a one-shot must exit 0.
-A third-party program's image (a log shipper) is pulled; where it cannot be, the service is reported "not run",
-which is allowed only for a service whose local stand-in (`x-local.command`) the test suite runs.
+pattern's demo (the book's example requests) with no 5xx and the answers it names, and run as its declared
+non-root user; a one-shot must exit 0. A third-party program's image is pulled; where it cannot be, a program the
+runner runs from Debian's package (HAProxy) runs from a stand-in of that package laid out as its official image,
+and any other (a log shipper) is reported "not run", which is allowed only for a service whose local stand-in
+(`x-local.command`) the test suite runs.
 """
 
 import argparse
