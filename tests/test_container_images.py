@@ -8,6 +8,7 @@ it. A new pattern is a new test id here the day it lands: the list comes from th
 import os
 
 import pytest
+import yaml
 
 from mlpatterns import images_tier
 from mlpatterns.runner.run import stop_on_signals
@@ -67,3 +68,36 @@ def test_model_in_image_holds_its_model_and_the_model_load_api_none(tier, patter
         pytest.skip(f"{pattern} was not checked in this run")
     models = REPORTS[pattern].models[image]
     assert bool(models) is holds, f"{image} holds {models or 'no model'}"
+
+
+# --- the tier's own faults: what a user sees when an image or a container is broken ------------------------
+
+
+def test_a_dockerfile_that_fails_names_the_pattern_and_the_step(tier, tmp_path):
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM mlpatterns/base:0.1.0\nRUN echo the first step works\nRUN exit 3\n")
+    image = images_tier.Image("mlpatterns/broken:0.1.0", "chapter9/broken_pattern", str(dockerfile))
+    with pytest.raises(images_tier.TierError) as failure:
+        images_tier.build(tier.docker, image, {})
+    message = str(failure.value)
+    assert message.startswith(f"chapter9/broken_pattern: building mlpatterns/broken:0.1.0 from {dockerfile} failed")
+    assert "failed at Step 3/3 : RUN exit 3" in message
+
+
+def test_a_container_that_dies_before_it_is_healthy_shows_its_last_lines_and_nothing_is_left(tier, tmp_path):
+    crash = "print('cannot load models/iris_svc/model.onnx', flush=True); raise SystemExit(3)"
+    api = {
+        "image": "mlpatterns/base:0.1.0",
+        "command": ["python", "-c", crash],
+        "ports": ["8000:8000"],
+        "healthcheck": {"test": ["CMD", "python", "-m", "mlpatterns.healthcheck", "/health"]},
+    }
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump({"services": {"api": api}}))
+    with pytest.raises(images_tier.TierError) as failure:
+        with images_tier.ComposeRun(tier.docker, str(tmp_path), "fault-test") as run:
+            run.run()
+    message = str(failure.value)
+    assert "api exited with code 3 before it was healthy" in message
+    assert "--- last log lines of" in message and "cannot load models/iris_svc/model.onnx" in message
+    left = tier.docker("ps", "-a", "-q", "--filter", f"label={images_tier.LABEL}=fault-test").stdout.split()
+    assert left == []
