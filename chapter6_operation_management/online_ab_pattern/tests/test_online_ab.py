@@ -114,14 +114,14 @@ def test_an_arm_asked_for_by_header_answers_and_beats_the_user_key(proxy, own_an
     assert ask(proxy, CALLS[0], {"X-AB-Arm": "nn"})["mode"] in (SVC, RF)
 
 
-def test_the_proxy_logs_the_model_of_each_request(pattern, proxy):
+def test_the_proxy_logs_the_user_and_the_model_of_each_request(pattern, proxy):
     probe = uuid.uuid4().hex
-    ask(proxy, ("GET", f"/predict/test?probe={probe}", None), {"X-AB-Arm": "rf"})
+    ask(proxy, ("GET", f"/predict/test?probe={probe}", None), {"X-AB-Arm": "rf", "X-User-ID": "dora"})
     deadline = time.monotonic() + 5
     while probe not in pattern.logs("proxy") and time.monotonic() < deadline:
         time.sleep(0.05)
     [line] = [line for line in pattern.logs("proxy").splitlines() if probe in line]
-    assert " models/rf " in line and " 200 " in line
+    assert " models/rf " in line and " 200 " in line and " {dora} " in line
 
 
 def test_bad_input_is_the_model_s_answer_through_the_proxy(proxy):
