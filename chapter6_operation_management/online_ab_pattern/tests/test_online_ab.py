@@ -2,8 +2,8 @@
 haproxy.cfg in front of the two models, each a gunicorn service.
 
 The split is judged as the issue asks: over 2,000 requests each model's count is within the 99% band of the
-binomial distribution of its weight (so a correct proxy fails this test once in a hundred runs, at most; a split
-off by a few points fails it nearly always). Answers are compared with what each model itself says, asked
+binomial distribution of its weight (so a correct proxy fails this test about once in a hundred runs; a split
+5 points off, 55/45, fails it 97 times in 100). Answers are compared with what each model itself says, asked
 directly. Bad input through the proxy: tests/test_bad_input.py (every service of every pattern)."""
 
 import collections
