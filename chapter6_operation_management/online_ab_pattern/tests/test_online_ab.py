@@ -103,6 +103,8 @@ def test_a_user_always_gets_one_model_and_the_users_split_60_40(proxy):
     on_svc = sum(seen == {SVC} for seen in models.values())
     low, high = band(len(USERS), 0.6)
     assert low <= on_svc <= high, f"{on_svc} of {len(USERS)} users on the SVC"
+    # An empty key names no user: such requests are drawn anew (all 40 on one model: 0.6**40 + 0.4**40, 1e-9).
+    assert {ask(proxy, CALLS[0], {"X-User-ID": ""})["mode"] for _ in range(40)} == {SVC, RF}
 
 
 def test_an_arm_asked_for_by_header_answers_and_beats_the_user_key(proxy, own_answers):

@@ -46,7 +46,7 @@ def test_the_split_has_the_virtual_service_s_weights(config, services, manifests
     draws = config.directives("models", "http-request", "set-var(txn.draw)")
     assert draws == [
         ["rand(100)"],
-        ["req.hdr(X-User-ID),xxh32,mod(100)", "if", "{", "req.hdr(X-User-ID)", "-m", "found", "}"],
+        ["req.hdr(X-User-ID),xxh32,mod(100)", "if", "{", "req.hdr(X-User-ID)", "-m", "len", "1:", "}"],
     ]
     rules = config.directives("models", "use-server")
     assert ["svc", "if", "{", "var(txn.draw)", "-m", "int", "lt", "${SVC_PERCENT}", "}"] in rules
