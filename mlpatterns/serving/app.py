@@ -115,21 +115,28 @@ def add_info_routes(
         return {str(index): name for index, name in plane.predictor.labels.items()}
 
 
-def add_prediction_routes(router: APIRouter, plane: DataPlane, sample_input: list) -> None:
+def add_prediction_routes(
+    router: APIRouter,
+    plane: DataPlane,
+    sample_input: list,
+    responses: tuple[type[BaseModel], type[BaseModel]] = (ScoresResponse, LabelsResponse),
+) -> None:
     """The book's endpoints around a data plane. The sample's answer is computed once, from the model itself.
 
-    Each answer is `{"prediction": ...}` plus whatever the plane's postprocess hook put in `answer.extra`."""
+    Each answer is `{"prediction": ...}` plus whatever the plane's postprocess hook put in `answer.extra`;
+    `responses` (scores, labels), subclasses of ScoresResponse and LabelsResponse, document those fields."""
+    scores_response, labels_response = responses
     sample = plane.to_input(sample_input)
     sample_answer = plane.predict_input(sample)
     sample_scores = sample_answer.scores
     PredictRequest = request_model(plane)
     add_info_routes(router, plane, sample_input, sample, sample_answer)
 
-    @router.get("/predict/test", response_model=ScoresResponse)
+    @router.get("/predict/test", response_model=scores_response)
     def predict_test():
         return json_response({"prediction": sample_scores.tolist(), **sample_answer.extra})
 
-    @router.get("/predict/test/label", response_model=LabelsResponse)
+    @router.get("/predict/test/label", response_model=labels_response)
     def predict_test_label():
         return json_response({"prediction": sample_answer.labels, **sample_answer.extra})
 
@@ -143,7 +150,7 @@ def add_prediction_routes(router: APIRouter, plane: DataPlane, sample_input: lis
         return json_response({"prediction": answer.labels, **answer.extra})
 
     add_post_routes(
-        router, [("/predict", predict_scores, ScoresResponse), ("/predict/label", predict_label, LabelsResponse)]
+        router, [("/predict", predict_scores, scores_response), ("/predict/label", predict_label, labels_response)]
     )
 
 
@@ -162,8 +169,10 @@ def create_serving_app(
     *,
     preprocess: Preprocess | None = None,
     postprocess: Postprocess | None = None,
+    responses: tuple[type[BaseModel], type[BaseModel]] = (ScoresResponse, LabelsResponse),
 ) -> FastAPI:
-    """The serving app of `settings`' model (or of `predictor`, already loaded), with the data plane's hooks."""
+    """The serving app of `settings`' model (or of `predictor`, already loaded), with the data plane's hooks;
+    `responses` documents the fields a postprocess hook adds (see add_prediction_routes)."""
     if predictor is None:
         predictor = OnnxPredictor(settings.model_path, settings.resolved_label_path).load()
     plane = DataPlane(
@@ -173,6 +182,8 @@ def create_serving_app(
         preprocess=preprocess,
         postprocess=postprocess,
     )
-    app = create_service_app(settings, lambda router: add_prediction_routes(router, plane, settings.sample_input))
+    app = create_service_app(
+        settings, lambda router: add_prediction_routes(router, plane, settings.sample_input, responses)
+    )
     app.state.plane = plane
     return app

@@ -14,6 +14,7 @@ from onnx import TensorProto, helper
 
 from mlpatterns.predictor import OnnxPredictor
 from mlpatterns.serving.app import create_serving_app, request_model
+from mlpatterns.serving.schemas import LabelsResponse, ScoresResponse
 from mlpatterns.settings import ModelServingSettings
 
 ITEM_SHAPE = [2, 3]
@@ -205,3 +206,29 @@ def test_every_error_status_is_documented_with_its_body(iris):
     assert schemas["InvalidRequest"]["properties"]["detail"]["anyOf"][0] == {"type": "string"}
     assert "HTTPValidationError" not in schemas  # FastAPI's, whose `detail` is always a list
     assert list(document["paths"]["/health"]["get"]["responses"]) == ["200"]  # no body, no parameters
+
+
+def test_a_postprocess_hook_s_fields_are_in_every_answer_and_documented_by_the_responses_given():
+    class ArmScores(ScoresResponse):
+        arm: str
+
+    class ArmLabels(LabelsResponse):
+        arm: str
+
+    app = create_serving_app(
+        ModelServingSettings(MODEL_PATH=str(IRIS_MODEL)),
+        postprocess=lambda answer, batch: answer.with_extra(arm="a"),
+        responses=(ArmScores, ArmLabels),
+    )
+    with TestClient(app) as client:
+        body = {"data": [[5.1, 3.5, 1.4, 0.2]]}
+        for method, path, content in [
+            ("GET", "/predict/test", None),
+            ("GET", "/predict/test/label", None),
+            ("POST", "/predict", body),
+            ("POST", "/predict/label", body),
+        ]:
+            assert client.request(method, path, json=content).json()["arm"] == "a"
+            operation = client.get("/openapi.json").json()["paths"][path][method.lower()]
+            schema = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+            assert schema.rsplit("/", 1)[1] == ("ArmLabels" if path.endswith("label") else "ArmScores")
