@@ -2,9 +2,11 @@
 haproxy.cfg in front of the two models, each a gunicorn service.
 
 The split is judged as the issue asks: over 2,000 requests each model's count is within the 99% band of the
-binomial distribution of its weight (so a correct proxy fails this test about once in a hundred runs; a split
-5 points off, 55/45, fails it 97 times in 100). Answers are compared with what each model itself says, asked
-directly. Bad input through the proxy: tests/test_bad_input.py (every service of every pattern)."""
+binomial distribution of its weight. A correct proxy falls outside it once in a hundred samples, so a count
+outside is drawn again, once, from 2,000 new requests: a correct proxy then fails the test once in 10,000 runs,
+and a split 5 points off (55/45, inside the band 3 times in 100) still fails it 94 times in 100. Answers are
+compared with what each model itself says, asked directly. Bad input through the proxy: tests/test_bad_input.py
+(every service of every pattern)."""
 
 import collections
 import time
@@ -72,11 +74,14 @@ def split(proxy: httpx.Client, own_answers, requests: int = REQUESTS) -> collect
     return counts
 
 
-def assert_in_band(counts: collections.Counter, svc_share: float) -> None:
-    total = sum(counts.values())
-    low, high = band(total, svc_share)
+def assert_split(proxy: httpx.Client, own_answers, svc_share: float) -> None:
+    """The SVC's count of 2,000 requests is in the 99% band of its share, in this sample or in a second one."""
+    counts = split(proxy, own_answers)
+    low, high = band(REQUESTS, svc_share)
+    if not low <= counts[SVC] <= high:
+        counts = split(proxy, own_answers)  # a second, independent sample (see the module's docstring)
     assert set(counts) <= {SVC, RF}
-    assert low <= counts[SVC] <= high, f"{counts[SVC]} of {total} to the SVC, outside [{low}, {high}] ({svc_share:.0%})"
+    assert low <= counts[SVC] <= high, f"{counts[SVC]} of {REQUESTS} to the SVC, outside [{low}, {high}] twice"
 
 
 def users_models(proxy: httpx.Client, repeats: int) -> dict[str, set[str]]:
@@ -94,7 +99,7 @@ def test_the_band_is_the_binomial_one():
 
 
 def test_the_split_follows_the_weights_60_40_and_every_answer_is_its_model_s_own(proxy, own_answers):
-    assert_in_band(split(proxy, own_answers), 0.6)
+    assert_split(proxy, own_answers, 0.6)
 
 
 def test_a_user_always_gets_one_model_and_the_users_split_60_40(proxy):
@@ -136,7 +141,7 @@ def test_other_weights_are_followed_and_users_move_only_towards_the_grown_arm(pr
     fixed, raising the SVC's share only moves users from the random forest to the SVC."""
     before = {user: seen.pop() for user, seen in users_models(proxy, repeats=1).items()}
     with start_pattern(PATTERN, overrides={"proxy": {"SVC_PERCENT": "90"}}) as run:
-        assert_in_band(split(run.client("proxy"), own_answers), 0.9)
+        assert_split(run.client("proxy"), own_answers, 0.9)
         after = {user: seen.pop() for user, seen in users_models(run.client("proxy"), repeats=1).items()}
     assert all(after[user] == SVC for user in before if before[user] == SVC)
     assert sum(mode == SVC for mode in after.values()) > sum(mode == SVC for mode in before.values())
