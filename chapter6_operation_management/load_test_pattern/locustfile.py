@@ -13,6 +13,7 @@ stopped, so the CSV holds every request (locust alone writes it up to a second e
 """
 
 import csv
+import json
 import logging
 from collections import Counter
 
@@ -103,5 +104,18 @@ class IrisClient(FastHttpUser):
         with self.client.post("/predict", json=BODY, catch_response=True) as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}" if response.status_code else str(response.error))
-            elif len(response.json().get("prediction", [[]])[0]) != CLASSES:
-                response.failure(f"not {CLASSES} probabilities per row: {response.text[:100]}")
+            elif not answers_every_row(response.text):
+                response.failure(f"not {CLASSES} probabilities for each row sent: {response.text[:100]}")
+
+
+def answers_every_row(text: str) -> bool:
+    try:
+        prediction = json.loads(text)["prediction"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    rows = len(BODY["data"])
+    return (
+        isinstance(prediction, list)
+        and len(prediction) == rows
+        and all(isinstance(row, list) and len(row) == CLASSES for row in prediction)
+    )

@@ -83,6 +83,20 @@ def test_a_run_against_an_api_refusing_every_request_fails_the_gate(tmp_path):
     assert "FAIL: error rate 100.00% is above 1.00%" in result.stdout
 
 
+def test_a_run_against_the_wrong_model_fails_the_gate(tmp_path):
+    # Every answer a 200, /health fine, but from a one-vs-rest model: two probabilities where the client needs three.
+    wrong_model = {"MODEL_PATH": "models/iris_binary_setosa/model.onnx"}
+    with start_pattern(PATTERN, overrides={"api": wrong_model}) as wrong:
+        result = run_job(tmp_path, TARGET_URL=wrong.url("api"), **LAX)
+    assert result.returncode == 1, output(result)
+    report = read_report(tmp_path / "load")
+    assert report.requests > 0 and report.status_codes == {200: report.requests}
+    assert report.failures == report.requests
+    ((error, count),) = report.errors
+    assert error.startswith('CatchResponseError(\'not 3 probabilities for each row sent: {"prediction":[[0.')
+    assert count == report.requests
+
+
 def test_no_load_without_a_healthy_api(tmp_path, capsys):
     target = f"http://127.0.0.1:{free_port()}"
     assert loadtest.main(["--target-url", target, "--wait-seconds", "1", "--report-dir", str(tmp_path)]) == 2
