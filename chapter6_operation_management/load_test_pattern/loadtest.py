@@ -32,7 +32,7 @@ from mlpatterns.healthcheck import healthy
 PROG = "python -m chapter6_operation_management.load_test_pattern.loadtest"
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 STOP_SECONDS = 10  # the scenario's request timeout (IrisClient.network_timeout)
-RUN_TIME = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?")  # locust's: 90, 90s, 1m30s, 1h
+RUN_TIME = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")  # locust's, as 90s, 1m30s, 1h; or seconds alone: 90
 
 
 class LoadTestSettings(GateSettings):
@@ -55,13 +55,14 @@ class LoadTestSettings(GateSettings):
     @field_validator("run_time")
     @classmethod
     def _a_time_span(cls, value: str) -> str:
-        match = RUN_TIME.fullmatch(value.strip())
+        value = value.strip()
+        match = RUN_TIME.fullmatch(value + "s" if value.isdigit() else value)
         if not match or not any(match.groups()):
             raise ValueError("expected a time span such as 90, 90s, 1m30s or 1h")
         hours, minutes, seconds = (int(part or 0) for part in match.groups())
         if not hours * 3600 + minutes * 60 + seconds:
             raise ValueError("the run must last at least a second (locust runs a zero time span for ever)")
-        return value.strip()
+        return value
 
     @property
     def host(self) -> str:

@@ -112,6 +112,7 @@ def test_no_load_without_a_healthy_api(tmp_path, capsys):
         (["--users", "many"], "USERS / --users: Input should be a valid integer"),
         (["--run-time", "0s"], "RUN_TIME / --run-time: Value error, the run must last at least a second"),
         (["--run-time", "5x"], "RUN_TIME / --run-time: Value error, expected a time span such as 90, 90s, 1m30s"),
+        (["--run-time", "1h30"], "RUN_TIME / --run-time: Value error, expected a time span such as 90, 90s, 1m30s"),
         (["--rate", "-1"], "RATE / --rate: Input should be greater than or equal to 0"),
         (["--spawn-rate", "0"], "SPAWN_RATE / --spawn-rate: Input should be greater than 0"),
         (["--target-url", "ftp://api:8000"], "TARGET_URL / --target-url: URL scheme should be 'http' or 'https'"),
