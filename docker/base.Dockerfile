@@ -5,7 +5,8 @@
 # mlpatterns/base: Python, the locked [packages] (onnxruntime, numpy, the web stack; no scikit-learn, scipy, onnx
 # or torch) and the shared core, owned by a non-root user. Every serving image starts from it.
 # mlpatterns/train-base: the same plus the lock's [training] category (scikit-learn, skl2onnx, onnx, scipy), for
-# the training jobs and the model stages of the model-in-image builds; no serving image starts from it.
+# the training jobs and the model stages of the model-in-image builds; no serving image starts from it. It keeps the
+# exported requirements in /opt/requirements/, where the load test's client image takes its [load] category from.
 # PYTHON_IMAGE: any Debian-based CPython 3.11.3 or later (the lock was made on 3.11.7; below 3.11.3 redis-py
 # needs async-timeout, which the lock does not hold). `make images` passes a stand-in where Docker Hub is out of reach.
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -14,7 +15,8 @@ WORKDIR /build
 COPY Pipfile Pipfile.lock ./
 RUN pip install --no-cache-dir pipenv==2026.10.3 \
     && pipenv requirements --hash > requirements.txt \
-    && pipenv requirements --hash --categories training > training.txt
+    && pipenv requirements --hash --categories training > training.txt \
+    && pipenv requirements --hash --categories load > load.txt
 
 # Slim: the venv has no pip or setuptools of its own (the interpreter's pip installs into it with --python), no
 # packages' test suites, C sources, headers or type stubs; pip keeps no cache.
@@ -22,7 +24,7 @@ FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH
-COPY --from=requirements /build/requirements.txt /build/training.txt /opt/requirements/
+COPY --from=requirements /build/requirements.txt /build/training.txt /build/load.txt /opt/requirements/
 RUN python -c 'import sys; sys.exit(None if sys.version_info >= (3, 11, 3) else "Python 3.11.3 or later is needed, not " + sys.version)' \
     && python -m venv --without-pip /opt/venv \
     && pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes -r /opt/requirements/requirements.txt \

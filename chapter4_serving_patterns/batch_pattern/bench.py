@@ -23,6 +23,7 @@ from datetime import datetime
 import numpy as np
 import psycopg2
 
+from mlpatterns.bench.run import save_report
 from mlpatterns.runner.backing import PostgresServer, free_port
 from mlpatterns.runner.run import REPO_ROOT
 
@@ -128,11 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     values = np.float32(seed_rows(0, args.rows)[0])
     floor = onnxruntime_floor(values, args.chunk)
     report = render(args, figures, floor)
-    print("\n" + report)
-    out = REPO_ROOT / "build" / "bench" / "batch_pattern.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
-    print(f"written to {out.relative_to(REPO_ROOT)}")
+    save_report("batch_pattern", report)
     return 0
 
 

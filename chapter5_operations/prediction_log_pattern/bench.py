@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import orjson
 
-from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, measure
+from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, measure, save_report
 from mlpatterns.bench.wrk import WrkMissing, ensure_wrk
-from mlpatterns.runner.run import REPO_ROOT, RunnerError, run_pattern, stop_on_signals
+from mlpatterns.runner.run import RunnerError, run_pattern, stop_on_signals
 
 PATTERN = Path(__file__).parent
 BODY = orjson.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]})
@@ -69,10 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2 if isinstance(error, WrkMissing) else 1
     report = render(args, workers, targets, figures, log)
-    print("\n" + report)
-    out = REPO_ROOT / "build" / "bench" / f"{PATTERN.name}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
+    save_report(PATTERN.name, report)
     lost = log["answered"] - log["written"]
     if lost or log["dropped"] or any(f.errors for f in figures.values()):
         print(

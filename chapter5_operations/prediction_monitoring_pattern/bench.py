@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import orjson
 
-from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, add_run_options, measure, parse_run_options
+from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, add_run_options, measure, parse_run_options, save_report
 from mlpatterns.bench.wrk import WrkMissing, ensure_wrk
-from mlpatterns.runner.run import REPO_ROOT, RunnerError, run_pattern, stop_on_signals
+from mlpatterns.runner.run import RunnerError, run_pattern, stop_on_signals
 
 PATTERN = Path(__file__).parent
 BODY = orjson.dumps({"data": [[5.9, 3.0, 4.2, 1.5]]})
@@ -103,10 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     report = "\n".join(lines)
-    print("\n" + report)
-    out = REPO_ROOT / "build" / "bench" / f"{PATTERN.name}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
+    save_report(PATTERN.name, report)
     if seen["stored"] < seen["answered"] or any(f.errors for f in figures.values()):
         print("ERROR: not every answered request was stored, or the load had errors", file=sys.stderr)
         return 1

@@ -27,7 +27,7 @@ import httpx
 import orjson
 
 from mlpatterns.bench.cpu import CpuMeter
-from mlpatterns.bench.run import CONCURRENCIES, Target, measure, summarize
+from mlpatterns.bench.run import CONCURRENCIES, Target, measure, save_report, summarize
 from mlpatterns.bench.wrk import WrkMissing, ensure_wrk, run_wrk
 from mlpatterns.demo import metric_sum
 from mlpatterns.images import ImagePreprocessor
@@ -163,11 +163,7 @@ def main(pattern: Path, argv: list[str] | None = None) -> int:
             "",
         ]
     )
-    print("\n" + report)
-    out = REPO_ROOT / "build" / "bench" / f"{name}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
-    print(f"written to {out.relative_to(REPO_ROOT)}")
+    save_report(name, report)
     errors = sum(f.errors for f in figures.values())
     if errors:
         print(f"ERROR: {errors} non-2xx answers or socket errors", file=sys.stderr)

@@ -128,6 +128,16 @@ def model_floor(model_path: Path, sample: list, seconds: float) -> tuple[float, 
     return calls_per_second(one_row), calls_per_second(batch) * BATCH_ROWS
 
 
+def save_report(name: str, report: str) -> Path:
+    """Print a bench's report and write it to build/bench/<name>.md (every bench command's last step)."""
+    print("\n" + report)
+    out = REPO_ROOT / "build" / "bench" / f"{name}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    print(f"written to {out.relative_to(REPO_ROOT)}")
+    return out
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """--seconds, --rounds and --warmup of `measure`, for this command and a pattern's own bench.py."""
     parser.add_argument("--seconds", type=float, default=5.0, help="per run (default: 5)")
@@ -197,11 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     calls_per_s, rows_per_s = model_floor(Path(model_path), sample, min(args.seconds, 3.0))
 
     report = render(args, name, workers, body, [t.label for t in targets], figures, calls_per_s, rows_per_s)
-    print("\n" + report)
-    out = REPO_ROOT / "build" / "bench" / f"{name}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
-    print(f"written to {out.relative_to(REPO_ROOT)}")
+    save_report(name, report)
     failed = {key: f.errors for key, f in figures.items() if f.errors}
     for (label, connections), errors in failed.items():
         print(f"ERROR: {label} at c={connections}: {errors} non-2xx answers or socket errors", file=sys.stderr)

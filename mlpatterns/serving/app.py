@@ -187,3 +187,10 @@ def create_serving_app(
     )
     app.state.plane = plane
     return app
+
+
+def create_app() -> FastAPI:
+    """The plain model API, configured by the environment (MODEL_PATH, WORKERS, ...): what gunicorn and the runner
+    call as `mlpatterns.serving.app:create_app()` for a pattern whose service is the shared app and nothing more
+    (the service a load test, a mirror or a split sends requests to)."""
+    return create_serving_app(ModelServingSettings())
