@@ -118,8 +118,8 @@ class Mirror:
             answer = await self.shadow.request(
                 method, target, content=body, headers=headers, timeout=self.timeout, idempotent=False, any_status=True
             )
-            outcome = "failed" if answer.status_code >= 500 else "mirrored"
-            if answer.status_code >= 500:
+            outcome = "failed" if answer.status_code >= 500 else "mirrored"  # a 4xx: B judged the input as A did
+            if outcome == "failed":
                 self._warn(f"the shadow answered {answer.status_code} to {method} {target}")
         except PatternError as failure:  # unreachable (503), too slow (504), broken answer (502)
             outcome = "failed"
