@@ -41,6 +41,9 @@ def demo(client: DemoClient) -> None:
                 f"{_answer(a, row):<30} {_answer(b, row)}{mark}"
             )
     print("\n  " + summary(comparison).replace("\n", "\n  "))
+    deadline = time.monotonic() + 10
+    while proxy.metric("shadow_mirrors_in_flight") and time.monotonic() < deadline:  # the last copies' answers
+        time.sleep(0.05)
     counts = {outcome: proxy.metric(f'shadow_mirror_requests_total{{outcome="{outcome}"}}') for outcome in OUTCOMES}
     print("  The proxy's copies to B: " + ", ".join(f"{count:.0f} {outcome}" for outcome, count in counts.items()))
 
