@@ -127,26 +127,36 @@ class Upstream:
         return f"Upstream({self.name!r}, {self.base_url!r})"
 
     async def request(
-        self, method: str, path: str, *, idempotent: bool | None = None, timeout: float | None = None, **kwargs
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool | None = None,
+        timeout: float | None = None,
+        any_status: bool = False,
+        **kwargs,
     ) -> httpx.Response:
         """Send `method path` (httpx's keyword arguments: json, content, params, headers) and return the 2xx
         response, or raise the typed error described in the module's docstring.
 
         `timeout` bounds the whole call, retries included (a proxy's per-backend budget); without it each
         attempt has the settings' connect and read timeouts. `idempotent` overrides what the method says.
+        `any_status`: return the upstream's answer whatever its status, for a proxy that passes it on as it is
+        (a 5xx of an idempotent call is still retried first); only no answer at all raises (503, 504).
         """
         method = method.upper()
         headers = {**kwargs.pop("headers", {}), "x-request-id": request_id.get() or uuid.uuid4().hex}
         retry = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         url = self.base_url + path
         if timeout is None:
-            return self._checked(await self._send(method, url, retry, headers=headers, **kwargs))
-        try:
-            async with asyncio.timeout(timeout):
-                response = await self._send(method, url, retry, headers=headers, **kwargs)
-        except TimeoutError:
-            raise GatewayTimeout(f"upstream {self.name!r} did not answer within {timeout} s") from None
-        return self._checked(response)
+            response = await self._send(method, url, retry, headers=headers, **kwargs)
+        else:
+            try:
+                async with asyncio.timeout(timeout):
+                    response = await self._send(method, url, retry, headers=headers, **kwargs)
+            except TimeoutError:
+                raise GatewayTimeout(f"upstream {self.name!r} did not answer within {timeout} s") from None
+        return response if any_status else self._checked(response)
 
     async def get(self, path: str, *, model: type[Model] | None = None, **kwargs) -> Any:
         """GET and decode the JSON answer (into `model` when given)."""

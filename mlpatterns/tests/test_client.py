@@ -85,6 +85,29 @@ def test_a_4xx_is_passed_on_with_its_status_and_detail(upstream):
     assert (refused.value.status_code, refused.value.detail) == (404, "no such model")
 
 
+def test_any_status_gives_the_upstreams_answer_as_it_is_and_no_answer_still_raises(upstream, dead_url):
+    """What a proxy that passes answers on needs: every status and body unchanged; 503/504 only for no answer."""
+
+    def forward(url: str, method: str, path: str, **kwargs) -> httpx.Response:
+        async def main():
+            async with Upstreams({"upstream": url}, SETTINGS) as upstreams:
+                return await upstreams["upstream"].request(method, path, any_status=True, **kwargs)
+
+        return asyncio.run(main())
+
+    for path, status, body in [
+        ("/ok", 200, {"ok": True}),
+        ("/missing", 404, {"detail": "no such model"}),
+        ("/fail", 500, {"detail": "the model exploded"}),
+    ]:
+        response = forward(upstream.url, "GET", path)
+        assert (response.status_code, response.json()) == (status, body)
+    with pytest.raises(Unavailable):
+        forward(dead_url, "POST", "/predict")
+    with pytest.raises(GatewayTimeout):
+        forward(upstream.url, "POST", "/slow", params={"seconds": 5})
+
+
 class Prediction(BaseModel):
     prediction: list[float]
 
