@@ -71,24 +71,19 @@ def test_the_header_sends_each_image_to_the_words_model_and_its_absence_to_the_d
     assert {name: after[name] - before[name] for name in after} == {"digits": 10, "words": 10}
 
 
-@pytest.mark.parametrize("headers", MATCHED, ids=str)
-def test_every_request_the_condition_matches_is_answered_by_the_words_model_only(pattern, proxy, headers):
+ROUTED = [(headers, "words") for headers in MATCHED] + [(headers, "digits") for headers in NOT_MATCHED]
+LABELS = {"words": WORDS, "digits": [str(digit) for digit in range(10)]}
+
+
+@pytest.mark.parametrize("headers, model", ROUTED, ids=[f"{h}->{m}" for h, m in ROUTED])
+def test_every_request_is_answered_by_its_routes_model_only(pattern, proxy, headers, model):
     before = predictions(pattern)
     for image in list(SAMPLE.values()) * 2:
         answer = post(proxy, image, headers)
-        assert answer["model"] == "words" and answer["prediction"] in WORDS
+        assert answer["model"] == model and answer["prediction"] in LABELS[model]
     after = predictions(pattern)
-    assert {name: after[name] - before[name] for name in after} == {"digits": 0, "words": 20}
-
-
-@pytest.mark.parametrize("headers", NOT_MATCHED, ids=str)
-def test_every_other_request_is_answered_by_the_digits_model_only(pattern, proxy, headers):
-    before = predictions(pattern)
-    for image in list(SAMPLE.values()) * 2:
-        answer = post(proxy, image, headers)
-        assert answer["model"] == "digits" and answer["prediction"] in [str(d) for d in range(10)]
-    after = predictions(pattern)
-    assert {name: after[name] - before[name] for name in after} == {"digits": 20, "words": 0}
+    asked = {name: after[name] - before[name] for name in after}
+    assert asked == {"digits": 0, "words": 0, model: 20}  # the other model was not asked once
 
 
 def test_every_route_of_the_models_follows_the_condition(proxy):
