@@ -19,11 +19,13 @@ import httpx
 
 from mlpatterns.image_jobs import SAMPLE
 
+HEADER = "target"  # the header the VirtualService and haproxy.cfg route by
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", "-u", default="http://localhost:8000", help="the router (%(default)s)")
-    parser.add_argument("--target", "-t", help="the `target` header's value (default: no header)")
+    parser.add_argument("--target", "-t", help=f"the `{HEADER}` header's value (default: no header)")
     parser.add_argument("--expect", "-e", help="the model every answer must come from (default: any)")
     parser.add_argument("--timeout", "-s", type=float, default=15.0, help="seconds per answer (%(default)s)")
     return parser.parse_args(argv)
@@ -31,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    headers = {"target": args.target} if args.target is not None else {}
+    headers = {HEADER: args.target} if args.target is not None else {}
     answered_by: Counter[str] = Counter()
     with httpx.Client(base_url=args.url, timeout=args.timeout, headers=headers) as client:
         for digit, image in SAMPLE.items():

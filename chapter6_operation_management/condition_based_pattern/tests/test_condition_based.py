@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from chapter6_operation_management.condition_based_pattern.demo import demo
+from mlpatterns.demo import DemoClient
 from mlpatterns.image_jobs import SAMPLE
 from mlpatterns.testing import assert_healthy, assert_refused, read_metrics, start_pattern
 
@@ -130,6 +132,22 @@ def test_the_client_checks_who_answered(pattern):
     original = client("--url", url, "--target", "plant", "--expect", "words")
     assert original.returncode == 1
     assert original.stderr.strip() == "error: expected every answer from words, got 10 from digits"
+
+
+def test_the_demo_shows_one_image_answered_by_each_model(pattern, capsys):
+    client = DemoClient({"proxy": pattern.url("proxy")})
+    try:
+        demo(client)
+    finally:
+        client.close()
+    assert (client.unexpected, client.server_errors, client.refused) == ([], 0, 3)
+    printed = capsys.readouterr().out
+    assert "POST proxy/predict  target: speech  {" in printed  # the header is shown with its request
+    assert '-> 200 {"model": "words", "prediction": "seven"' in printed
+    assert '-> 200 {"model": "digits", "prediction": "7"' in printed
+    for digit, word in enumerate(WORDS):
+        assert f"digit {digit}:  no header -> digits '{digit}'" in printed
+        assert f"target: speech -> words  '{word}'" in printed
 
 
 # -- the route timeout and a model that is down: never the other model -----------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from chapter6_operation_management.condition_based_pattern import client
 from mlpatterns.haproxy_config import HAProxyConfig, to_seconds
 
 PATTERN = Path(__file__).parents[1]
@@ -105,5 +106,5 @@ def test_the_client_job_sends_exactly_the_matched_value_and_expects_each_routes_
         options = dict(zip(args[::2], args[1::2], strict=True))
         assert options["--url"] == f"http://{DESTINATION_RULE['host']}.condition-based-serving.svc.cluster.local:8000"
         routes[options.get("--target")] = options["--expect"]
-    assert header == "target"  # the one header the client sets (client.py)
+    assert header == client.HEADER  # the one header the client sets
     assert routes == {value: subset(CONDITION), None: subset(DEFAULT)}
