@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from chapter6_operation_management.condition_based_pattern.demo import demo
+from chapter6_operation_management.condition_based_pattern.demo import WORDS, demo
 from mlpatterns.demo import DemoClient
 from mlpatterns.image_jobs import SAMPLE
 from mlpatterns.testing import assert_healthy, assert_refused, read_metrics, start_pattern
 
 PATTERN = Path(__file__).parents[1]
 REPO_ROOT = PATTERN.parents[1]
-WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 SPEECH = {"target": "speech"}
 
 # Requests the VirtualService's `exact: speech` matches, and requests it does not (so the default route takes them).
