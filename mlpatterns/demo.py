@@ -48,10 +48,18 @@ class ServiceClient:
         self.client = client
 
     def request(
-        self, method: str, path: str, body=None, expect: int | None = None, answer: dict | None = None
+        self,
+        method: str,
+        path: str,
+        body=None,
+        expect: int | None = None,
+        answer: dict | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        print(f"\n  {method} {self.name}{path}" + (f"  {_short(body)}" if body is not None else ""))
-        response = self.client.http.request(method, self.base_url + path, json=body)
+        """`headers` are sent and printed with the request (chapter 6 routes by them)."""
+        shown_headers = "".join(f"  {name}: {value}" for name, value in (headers or {}).items())
+        print(f"\n  {method} {self.name}{path}{shown_headers}" + (f"  {_short(body)}" if body is not None else ""))
+        response = self.client.http.request(method, self.base_url + path, json=body, headers=headers)
         try:
             payload = response.json()
             shown = _short(payload)
@@ -76,11 +84,20 @@ class ServiceClient:
             self.client.server_errors += 1
         return response
 
-    def get(self, path: str, expect: int | None = None, answer: dict | None = None) -> httpx.Response:
-        return self.request("GET", path, expect=expect, answer=answer)
+    def get(
+        self, path: str, expect: int | None = None, answer: dict | None = None, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        return self.request("GET", path, expect=expect, answer=answer, headers=headers)
 
-    def post(self, path: str, body, expect: int | None = None, answer: dict | None = None) -> httpx.Response:
-        return self.request("POST", path, body, expect=expect, answer=answer)
+    def post(
+        self,
+        path: str,
+        body,
+        expect: int | None = None,
+        answer: dict | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        return self.request("POST", path, body, expect=expect, answer=answer, headers=headers)
 
     def metric(self, prefix: str) -> float:
         """The sum of the samples on the service's /metrics whose line starts with `prefix` (not printed)."""

@@ -2,6 +2,10 @@
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = os.getenv("BENCH_BODY")
+-- $BENCH_HEADERS, if set: more headers for every request, one "Name: value" a line.
+for name, value in string.gmatch(os.getenv("BENCH_HEADERS") or "", "([^:\n]+):%s*([^\n]*)") do
+  wrk.headers[name] = value
+end
 -- $BENCH_DELAY_MS, if set: each connection waits that long between its requests (not counted in the latency).
 local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")
 if delay_ms then

@@ -48,6 +48,7 @@ class Target:
     label: str
     url: str
     pgid: int  # the server's process group, for its CPU time
+    headers: dict[str, str] | None = None  # sent on every request (a routing header)
 
 
 @dataclass
@@ -65,14 +66,14 @@ class Figures:
 def measure(targets: list[Target], body: bytes, seconds: float, warmup: float, rounds: int) -> dict:
     """Load each target in turn at each concurrency, `rounds` times: {(label, connections): Figures}."""
     for target in targets:
-        if warmup:
-            run_wrk(target.url, body, max(CONCURRENCIES), warmup)  # connections, caches, lazy imports
+        if warmup:  # connections, caches, lazy imports
+            run_wrk(target.url, body, max(CONCURRENCIES), warmup, headers=target.headers)
     runs: dict[tuple[str, int], list] = {(t.label, c): [] for t in targets for c in CONCURRENCIES}
     for round_number in range(1, rounds + 1):
         for connections in CONCURRENCIES:
             for target in targets:
                 with CpuMeter(target.pgid) as meter:
-                    load = run_wrk(target.url, body, connections, seconds)
+                    load = run_wrk(target.url, body, connections, seconds, headers=target.headers)
                 runs[target.label, connections].append((load, meter.result))
                 print(
                     f"  round {round_number}/{rounds} c={connections:<3} {target.label}: {load.rps:,.0f} req/s, "

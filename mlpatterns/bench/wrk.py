@@ -47,10 +47,17 @@ def ensure_wrk() -> str:
 
 
 def run_wrk(
-    url: str, body: bytes, connections: int, seconds: float, threads: int = 1, delay_ms: int | None = None
+    url: str,
+    body: bytes,
+    connections: int,
+    seconds: float,
+    threads: int = 1,
+    delay_ms: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Load:
     """One wrk run against a loopback URL. One thread by default: on 2 cores the load tool must stay small.
-    `delay_ms`: each connection pauses that long between its requests (the latency excludes the pause)."""
+    `delay_ms`: each connection pauses that long between its requests (the latency excludes the pause).
+    `headers`: sent on every request besides the JSON content type (e.g. chapter 6's routing header)."""
     if not url.startswith("http://127.0.0.1:"):
         raise ValueError(f"{url}: the bench only loads loopback addresses")
     command = [
@@ -67,6 +74,10 @@ def run_wrk(
     env = dict(os.environ, BENCH_BODY=body.decode())
     if delay_ms is not None:
         env["BENCH_DELAY_MS"] = str(delay_ms)
+    if headers:
+        if any("\n" in f"{name}{value}" or ":" in name for name, value in headers.items()):
+            raise ValueError(f"{headers}: a header name holds no ':' and neither part a line break")
+        env["BENCH_HEADERS"] = "\n".join(f"{name}: {value}" for name, value in headers.items())
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 30)
     lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH ")]
     if result.returncode != 0 or not lines:

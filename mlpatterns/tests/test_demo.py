@@ -33,6 +33,15 @@ def test_answers_refusals_asked_for_and_unexpected_answers_are_counted_and_summe
     )
 
 
+def test_headers_are_sent_and_printed_with_their_request(capsys):
+    with serve("create_upstream_app") as server:
+        client = DemoClient({"web": f"http://127.0.0.1:{server.port}"})
+        client.service("web").get("/echo", headers={"X-Request-ID": "demo-1"}, answer={"request_id": "demo-1"})
+        client.close()
+    assert "\n  GET web/echo  X-Request-ID: demo-1\n" in capsys.readouterr().out
+    assert (client.answered, client.unexpected) == (1, [])
+
+
 def test_the_cifar10_demo_sends_one_channel_and_gets_the_shape_message_then_sums_up():
     result = subprocess.run(
         [sys.executable, "-m", "mlpatterns.runner", "demo", "chapter2_training/cifar10"],

@@ -1,0 +1,110 @@
+"""What the router costs: `python -m chapter6_operation_management.condition_based_pattern.bench`
+(`make bench P=chapter6_operation_management/condition_based_pattern`).
+
+The pattern started once by the local runner: wrk posts one sample digit to each route through HAProxy (no header:
+the digits model; `target: speech`: the words model) and to each model straight, in turn, round after round, at 1
+and 32 connections (mlpatterns.bench.run.measure), beside the FastAPI echo floor on as many workers. Before that,
+one second of load on each route is counted on both models' /metrics: the command fails unless every request of
+that second reached its route's model and none the other. Writes build/bench/condition_based_pattern.md.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import httpx
+import orjson
+
+from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, add_run_options, measure, parse_run_options
+from mlpatterns.bench.wrk import WrkMissing, ensure_wrk, run_wrk
+from mlpatterns.demo import metric_sum
+from mlpatterns.image_jobs import SAMPLE
+from mlpatterns.runner.run import REPO_ROOT, PatternRun, RunnerError, run_pattern, stop_on_signals
+
+PATTERN = Path(__file__).parent
+BODY = orjson.dumps({"image_data": SAMPLE["7"]})
+SPEECH = {"target": "speech"}
+MODELS = ("digits", "words")
+
+
+def predictions(run: PatternRun) -> dict[str, float]:
+    """Each model's count of model calls."""
+    prefix = 'model_stage_seconds_count{{model="{}",stage="model"}}'
+    return {name: metric_sum(httpx.get(run.url(name) + "/metrics").text, prefix.format(name)) for name in MODELS}
+
+
+def routing_errors(run: PatternRun) -> list[str]:
+    """One second of wrk load on each route: every request must reach the route's model, none the other. (wrk
+    counts the requests answered within the second; up to one per connection is answered after it.)"""
+    errors, connections = [], 4
+    for headers, model in ((None, "digits"), (SPEECH, "words")):
+        before = predictions(run)
+        load = run_wrk(run.url("proxy") + "/predict", BODY, connections, 1.0, headers=headers)
+        after = predictions(run)
+        asked = {name: after[name] - before[name] for name in MODELS}
+        other = next(name for name in MODELS if name != model)
+        if asked[other] or not load.requests <= asked[model] <= load.requests + connections:
+            errors.append(f"headers {headers}: {load.requests} requests sent, the models asked {asked}")
+    return errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_run_options(parser)
+    args = parse_run_options(parser, argv)
+    stop_on_signals()
+    try:
+        ensure_wrk()
+        with run_pattern(PATTERN) as run:
+            errors = routing_errors(run)
+            workers = run.running["digits"].service.environment["WORKERS"]
+            with run_pattern(ECHO, overrides={"echo": {"WORKERS": workers}}) as echo:
+                proxy = run.processes("proxy")[0].pid
+                targets = [
+                    Target("HAProxy -> digits (no header)", run.url("proxy") + "/predict", proxy),
+                    Target("HAProxy -> words (target: speech)", run.url("proxy") + "/predict", proxy, SPEECH),
+                    Target("digits model, straight", run.url("digits") + "/predict", run.processes("digits")[0].pid),
+                    Target("words model, straight", run.url("words") + "/predict", run.processes("words")[0].pid),
+                    Target("FastAPI JSON echo (floor)", echo.url("echo") + "/echo", echo.processes("echo")[0].pid),
+                ]
+                figures = measure(targets, BODY, args.seconds, args.warmup, args.rounds)
+    except (WrkMissing, RunnerError) as error:
+        print(error, file=sys.stderr)
+        return 2 if isinstance(error, WrkMissing) else 1
+    lines = [
+        f"## Benchmark: {PATTERN.name}",
+        "",
+        f"- command: `make bench P=chapter6_operation_management/condition_based_pattern`; {workers} gunicorn workers"
+        f" per model; wrk, POST /predict with the sample digit 7 (PNG, {len(BODY):,} bytes of JSON); medians of"
+        f" {args.rounds} runs of {args.seconds:g} s. The HAProxy rows' CPU is HAProxy's own, the model's not counted.",
+        "",
+        "| what | connections | req/s | p50 | p99 | server CPU per request |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for target in targets:
+        for c in CONCURRENCIES:
+            f = figures[target.label, c]
+            lines.append(
+                f"| {target.label} | {c} | {f.rps:,.0f} | {f.p50_ms:.2f} ms | {f.p99_ms:.2f} ms | "
+                f"{f.cpu_us_per_request:,.0f} µs |"
+            )
+    lines.append("")
+    for routed, straight in ((targets[0], targets[2]), (targets[1], targets[3])):
+        for c in CONCURRENCIES:
+            ratio = figures[routed.label, c].rps / figures[straight.label, c].rps
+            extra = figures[routed.label, c].p50_ms - figures[straight.label, c].p50_ms
+            lines.append(f"- c={c}: {routed.label} / {straight.label}: {ratio:.0%} of the req/s, p50 {extra:+.2f} ms")
+    lines += [f"- routing check: {'every request reached its route' if not errors else '; '.join(errors)}", ""]
+    report = "\n".join(lines)
+    print("\n" + report)
+    out = REPO_ROOT / "build" / "bench" / f"{PATTERN.name}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    if errors or any(f.errors for f in figures.values()):
+        print("ERROR: a request reached the wrong model, or the load had errors", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
