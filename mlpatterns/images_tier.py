@@ -653,7 +653,11 @@ class ComposeRun:
         return value
 
     def run(self) -> PatternResult:
-        for service in start_order(load_services(self.compose_file)):
+        services = start_order(load_services(self.compose_file))
+        # A service of `deploy.replicas: 0` is a job run on demand (`docker compose run`, a load test): compose
+        # starts none, so it runs last, once, against the others, and must exit 0.
+        on_demand = [s for s in services if s.replicas == 0]
+        for service in [s for s in services if s.replicas != 0] + on_demand:
             for name, condition in service.depends_on.items():
                 if condition == "service_healthy":
                     self.wait_healthy(self.started[name])
