@@ -174,7 +174,9 @@ def test_compose_and_kubernetes_carry_the_reference_parameters():
     deployments = yaml.safe_load_all((PATTERN / "manifests" / "deployment.yml").read_text())
     container = next(d for d in deployments if d["metadata"]["name"] == "proxy")["spec"]["template"]["spec"]
     env = {e["name"]: e.get("valueFrom", {}).get("configMapKeyRef") for e in container["containers"][0]["env"]}
-    assert {key: env[key] for key in REFERENCE} == {key: {"name": "parameters", "key": key} for key in REFERENCE}
+    assert {key: env[key] for key in REFERENCE} == {
+        key: {"name": "parameters", "key": key, "optional": True} for key in REFERENCE
+    }
 
 
 BACKEND_URLS = {f"SERVICE_{name.upper()}": f"http://{name}:8000" for name in BACKENDS}
