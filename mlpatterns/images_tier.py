@@ -380,7 +380,6 @@ PROGRAM_STANDINS = {
         [
             "USER haproxy",
             "WORKDIR /var/lib/haproxy",
-            "STOPSIGNAL SIGUSR1",
             'CMD ["haproxy", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]',
         ],
     ),
