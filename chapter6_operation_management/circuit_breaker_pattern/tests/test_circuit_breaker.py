@@ -8,11 +8,15 @@ is back. The overload tests start the pattern with small limits (the compose val
 Generic bad input is tests/test_bad_input.py's; the OpenAPI contract tests/test_contract.py's.
 """
 
+import json
 import os
 import signal
+import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -20,6 +24,7 @@ import pytest
 import yaml
 
 from mlpatterns.haproxy_config import HAProxyConfig, to_seconds
+from mlpatterns.runner.backing import free_port, port_in_use
 from mlpatterns.runner.compose import load_services
 from mlpatterns.testing import assert_healthy, assert_refused, start_pattern
 
@@ -188,6 +193,72 @@ def _healthy(url: str) -> bool:
         return httpx.get(url + "/health", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+class Backend(BaseHTTPRequestHandler):
+    """A stand-in backend that is well (/health) but answers every prediction with `status`."""
+
+    status = 200
+
+    def do_GET(self):
+        self.answer(200, {"health": "ok"})
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.answer(self.status, {"prediction": [[1.0, 0.0, 0.0]]} if self.status == 200 else {"detail": "boom"})
+
+    def answer(self, status: int, body: dict) -> None:
+        content = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    def log_message(self, *args):  # quiet
+        pass
+
+
+@contextmanager
+def backend(status: int):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Backend", (Backend,), {"status": status}))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_backend_answering_5xx_falls_back_and_is_ejected_after_its_errors_in_a_row():
+    """The breaker's configuration alone (Debian's haproxy on haproxy.cfg), in front of stand-ins: one answers
+    every prediction with a 500 while its health check passes, as a backend with a broken model would."""
+    with backend(500) as failing, backend(200) as well, backend(200) as also_well:
+        port = free_port()
+        # Checks 30 s apart: a good health check between two errors starts their count again (see the README).
+        env = {**breaker_environment(), **SMALL, "EJECTION_INTERVAL": "30s", "HOST": "127.0.0.1", "PORT": str(port)}
+        env.update(IRIS_A=failing, IRIS_B=well, IRIS_C=also_well, PATH=os.environ["PATH"] + ":/usr/sbin:/sbin")
+        proxy = subprocess.Popen(
+            ["haproxy", "-db", "-f", str(PATTERN / "haproxy.cfg")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            wait_until(lambda: port_in_use(port), 10, "haproxy listening")
+            url = f"http://127.0.0.1:{port}"
+            answers = [predict(url)[0] for _ in range(9)]
+            assert all(response.status_code == 200 for response in answers)
+            fallbacks = [response for response in answers if is_fallback(response)]
+            # a's 500s: the fallback, until its second in a row ejects it (CONSECUTIVE_5XX_ERRORS); b and c: real.
+            assert [response.headers["x-fallback"] for response in fallbacks] == ["backend error 500"] * 2
+            assert {response.headers["x-served-by"] for response in answers if response not in fallbacks} == {"b", "c"}
+            assert all(not is_fallback(predict(url)[0]) for _ in range(6))
+        finally:
+            proxy.terminate()
+            log = proxy.communicate(timeout=10)[0]
+        assert 'Server iris/a is DOWN, reason: Health analyze, info: "Detected 2 consecutive errors' in log
 
 
 # -- the same numbers as the Istio objects -------------------------------------------------------------------
