@@ -239,7 +239,7 @@ def test_a_backend_answering_5xx_falls_back_and_is_ejected_after_its_errors_in_a
         env = {**breaker_environment(), **SMALL, "EJECTION_INTERVAL": "30s", "HOST": "127.0.0.1", "PORT": str(port)}
         env.update(IRIS_A=failing, IRIS_B=well, IRIS_C=also_well, PATH=os.environ["PATH"] + ":/usr/sbin:/sbin")
         proxy = subprocess.Popen(
-            ["haproxy", "-db", "-f", str(PATTERN / "haproxy.cfg")],
+            ["haproxy", "-db", "-f", str(PATTERN / "haproxy" / "haproxy.cfg")],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -279,7 +279,7 @@ def option(words: list[str], name: str) -> str:
 
 
 def test_haproxy_carries_the_destination_rule_and_virtual_service_numbers():
-    config = HAProxyConfig.read(PATTERN / "haproxy.cfg")
+    config = HAProxyConfig.read(PATTERN / "haproxy" / "haproxy.cfg")
     env = breaker_environment()
     istio = istio_objects()
     pool = istio["DestinationRule"]["trafficPolicy"]["connectionPool"]
@@ -307,6 +307,11 @@ def test_haproxy_carries_the_destination_rule_and_virtual_service_numbers():
     interval = to_seconds(setting(option(server, "inter")))
     assert interval == to_seconds(outlier["interval"]) == 1
     assert int(setting(option(server, "rise"))) * interval == to_seconds(outlier["baseEjectionTime"]) == 600
+    # The same checks take out a backend that fails 3 of them, as Kubernetes takes a pod out of the Service.
+    readiness = yaml.safe_load((PATTERN / "manifests" / "deployment.yml").read_text())["spec"]["template"]["spec"][
+        "containers"
+    ][0]["readinessProbe"]
+    assert int(option(server, "fall")) == readiness["failureThreshold"]
     replicas = yaml.safe_load((PATTERN / "manifests" / "deployment.yml").read_text())["spec"]["replicas"]
     assert outlier["maxEjectionPercent"] * replicas // 100 >= 1, "no pod could ever be ejected (the original's 10%)"
     # VirtualService: timeout, retries
