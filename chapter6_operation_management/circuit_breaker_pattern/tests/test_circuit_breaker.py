@@ -297,7 +297,7 @@ def test_haproxy_carries_the_destination_rule_and_virtual_service_numbers():
     assert to_seconds(setting(config.value("defaults", "timeout", "connect"))) == to_seconds(
         pool["tcp"]["connectTimeout"]
     )
-    assert int(setting(option(server, "max-reuse"))) == pool["http"]["maxRequestsPerConnection"] == 100
+    assert int(setting(option(server, "max-reuse"))) + 1 == pool["http"]["maxRequestsPerConnection"] == 100
     (pending,) = [words for words in config.directives("iris", "acl", "circuit_open") if words[0] == "queue(iris)"]
     assert pending[1] == "ge" and int(setting(pending[2])) == pool["http"]["http1MaxPendingRequests"] == 100
     # outlierDetection
