@@ -20,9 +20,18 @@ from pathlib import Path
 import httpx
 import orjson
 
-from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, add_run_options, measure, parse_run_options
+from mlpatterns.bench.run import (
+    CONCURRENCIES,
+    ECHO,
+    Target,
+    add_run_options,
+    figures_table,
+    measure,
+    parse_run_options,
+    save_report,
+)
 from mlpatterns.bench.wrk import WrkMissing, ensure_wrk
-from mlpatterns.runner.run import REPO_ROOT, RunnerError, run_pattern, stop_on_signals
+from mlpatterns.runner.run import RunnerError, run_pattern, stop_on_signals
 
 PATTERN = Path(__file__).parent
 BODY = orjson.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]})
@@ -89,16 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         f" per backend and for the echo; wrk, body `{BODY.decode()}`; medians of {args.rounds} runs of"
         f" {args.seconds:g} s",
         f"- other processes used up to {max(f.other_cpu for f in figures.values()):.0%} of the machine's CPU",
+        "- server CPU: of the breaker's HAProxy alone on its rows (not its backends'), of the gunicorn workers on"
+        " the others",
         "",
-        "| what | connections | req/s | p50 | p99 | errors |",
-        "|---|---:|---:|---:|---:|---:|",
+        *figures_table([target.label for target in targets], figures),
     ]
-    for target in targets:
-        for c in CONCURRENCIES:
-            f = figures[target.label, c]
-            lines.append(
-                f"| {target.label} | {c} | {f.rps:,.0f} | {f.p50_ms:.2f} ms | {f.p99_ms:.2f} ms | {f.errors} |"
-            )
     closed_label, direct_label, open_label, _ = (target.label for target in targets)
     high = max(CONCURRENCIES)
     lines += [
@@ -110,11 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         f" {figures[closed_label, high].rps / figures[direct_label, high].rps:.2f}x one backend directly",
         "",
     ]
-    report = "\n".join(lines)
-    print("\n" + report)
-    out = REPO_ROOT / "build" / "bench" / f"{PATTERN.name}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
+    save_report(PATTERN.name, "\n".join(lines))
     served = sum(
         float(line.rsplit(" ", 1)[1])
         for line in fallbacks.splitlines()

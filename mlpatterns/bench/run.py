@@ -231,13 +231,6 @@ def render(
         else shlex.join(["python", "-m", "mlpatterns.bench", *sys.argv[1:]])
     )
     wrk_version = subprocess.run([ensure_wrk(), "-v"], capture_output=True, text=True).stdout.split(" [")[0]
-    rows = [
-        f"| {label} | {c} | {f.rps:,.0f} | {f.p50_ms:.2f} ms | {f.p99_ms:.2f} ms | {f.cpu_us_per_request:,.0f} µs "
-        f"| {f.errors} |"
-        for label in labels
-        for c in CONCURRENCIES
-        for f in [figures[label, c]]
-    ]
     pattern, echo = labels
     low, high = min(CONCURRENCIES), max(CONCURRENCIES)
     throughput = figures[pattern, high].rps / figures[echo, high].rps
@@ -258,9 +251,7 @@ def render(
         f"- other processes used up to {other:.0%} of the machine's CPU during a run"
         + (" (WARNING: a busy machine; run again when it is quiet)" if other > 0.10 else ""),
         "",
-        "| what | connections | req/s | p50 | p99 | server CPU per request | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-        *rows,
+        *figures_table(labels, figures),
         "",
         "| model floor, in process | throughput | per call |",
         "|---|---:|---:|",
@@ -273,6 +264,21 @@ def render(
         "",
     ]
     return "\n".join(lines)
+
+
+def figures_table(labels: list[str], figures: dict) -> list[str]:
+    """`measure`'s figures as the lines of a markdown table: one row per label and concurrency."""
+    return [
+        "| what | connections | req/s | p50 | p99 | server CPU per request | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *(
+            f"| {label} | {c} | {f.rps:,.0f} | {f.p50_ms:.2f} ms | {f.p99_ms:.2f} ms | {f.cpu_us_per_request:,.0f} µs "
+            f"| {f.errors} |"
+            for label in labels
+            for c in CONCURRENCIES
+            for f in [figures[label, c]]
+        ),
+    ]
 
 
 def shown(body: bytes, limit: int = 100) -> str:
