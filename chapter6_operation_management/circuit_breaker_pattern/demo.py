@@ -15,6 +15,9 @@ import yaml
 from mlpatterns.demo import DemoClient, ServiceClient
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
+REAL = {"prediction": ["setosa"]}
+FALLBACK = {"prediction": [[1 / 3, 1 / 3, 1 / 3]], "fallback": True}  # each species' share of the training set
+FALLBACK_LABEL = {"prediction": [None], "fallback": True}
 BODY = b'{"data": [[5.1, 3.5, 1.4, 0.2]]}'
 HELD_PART = 10  # bytes of the body a slow client sends before it stops
 
@@ -28,7 +31,7 @@ def demo(client: DemoClient) -> None:
 
     # Closed: real answers, round robin over the three backends.
     for _ in range(3):
-        show(breaker, breaker.post("/predict", {"data": [SETOSA]}))
+        show(breaker, breaker.post("/predict/label", {"data": [SETOSA]}, answer=REAL))
     breaker.get("/health")
 
     # Open: 3 x connections requests hold every backend connection, `pending` more wait for one.
@@ -36,8 +39,8 @@ def demo(client: DemoClient) -> None:
     wait_for(breaker, lambda text: metric(text, "haproxy_backend_current_queue", None) >= pending)
     print(f"\n  {len(held)} slow clients: every backend connection is taken and {pending} requests wait")
     for _ in range(3):
-        show(breaker, breaker.post("/predict", {"data": [SETOSA]}))
-    show(breaker, breaker.post("/predict/label", {"data": [SETOSA]}))
+        show(breaker, breaker.post("/predict", {"data": [SETOSA]}, answer=FALLBACK))
+    show(breaker, breaker.post("/predict/label", {"data": [SETOSA]}, answer=FALLBACK_LABEL))
 
     # Closed again: the slow clients finish their requests and are answered; new requests get real answers.
     answers = [finish(sock) for sock in held]
@@ -45,8 +48,7 @@ def demo(client: DemoClient) -> None:
     fallback = sum(status == 200 and b"fallback" in body for status, body in answers)
     print(f"\n  the slow clients finished their requests: {real} real answers, {fallback} fallbacks (waited too long)")
     for _ in range(3):
-        show(breaker, breaker.post("/predict", {"data": [SETOSA]}))
-    show(breaker, breaker.post("/predict/label", {"data": [SETOSA]}))
+        show(breaker, breaker.post("/predict/label", {"data": [SETOSA]}, answer=REAL))
     # Bad input is still the backends' clear 4xx, never a fallback.
     breaker.post("/predict", {"data": [[5.1, 3.5, 1.4]]}, expect=422)
 
