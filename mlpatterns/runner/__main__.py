@@ -39,6 +39,9 @@ def up(pattern: Path, free_ports: bool) -> int:
 def demo(patterns: list[Path]) -> int:
     summaries, failed = [], []
     for pattern in patterns:
+        if not (pattern / "demo.py").is_file():
+            raise RunnerError(f"{pattern} is not a pattern directory with a demo.py")
+    for pattern in patterns:
         name = str(pattern.resolve().relative_to(REPO_ROOT))
         print(f"\n=== {name} ===", flush=True)
         module = importlib.import_module(_module_name(pattern) + ".demo")

@@ -69,3 +69,15 @@ def test_an_answer_matches_the_fields_it_names_at_every_depth():
     assert not _matches(payload, {"prediction": [{"label": "setosa"}, {"label": "setosa"}]})  # one row, not two
     assert not _matches(payload, {"model": "iris_svc.onnx"})  # a field it lacks
     assert not _matches([payload], {"mode": "iris_svc.onnx"})
+
+
+def test_a_path_without_a_demo_is_refused_before_anything_starts():
+    result = subprocess.run(
+        [sys.executable, "-m", "mlpatterns.runner", "demo", "chapter6_operation_management/README.md"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr == "error: chapter6_operation_management/README.md is not a pattern directory with a demo.py\n"
