@@ -30,7 +30,19 @@ def unmeasured(path: str) -> bool:
     return path.endswith("/health") or path == "/metrics"
 
 
-class MetricsMiddleware:
+# A caller's request id is kept when it is printable ASCII without spaces, at most 128 characters; anything else
+# (a megabyte, control characters that would forge log lines) is replaced by a fresh id.
+_SANE_REQUEST_ID = re.compile(rb"[!-~]{1,128}").fullmatch
+
+
+class RequestMiddleware:
+    """What every request gets, in one layer (each pure ASGI layer and its send wrapper cost a few us a request):
+
+    - an id: the caller's `X-Request-ID` when it is sane, else a new one. It is set in the `request_id` context
+      variable while the request is handled (log lines and calls to other services carry it) and returned in the
+      response's `X-Request-ID`;
+    - HTTP metrics (`http_requests_total`, `http_request_duration_seconds`), except for probes and scrapes."""
+
     def __init__(self, app: ASGIApp):
         self.app = app
         # labels() costs about as much as the increment itself, so each label set's children are kept here (as
@@ -38,50 +50,10 @@ class MetricsMiddleware:
         self._children: dict[tuple[str, str, int], tuple] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or unmeasured(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = None
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            if status is None:
-                status = scope.get(UNANSWERED_STATUS, 500)
-            # The route template (not the raw path) keeps label cardinality bounded.
-            key = (scope["method"], getattr(scope.get("route"), "path", "unmatched"), status)
-            if key not in self._children:
-                method, path, _ = key
-                self._children[key] = (REQUESTS.labels(method, path, str(status)), LATENCY.labels(method, path))
-            requests, latency = self._children[key]
-            requests.inc()
-            latency.observe(time.perf_counter() - start)
-
-
-# A caller's request id is kept when it is printable ASCII without spaces, at most 128 characters; anything else
-# (a megabyte, control characters that would forge log lines) is replaced by a fresh id.
-_SANE_REQUEST_ID = re.compile(rb"[!-~]{1,128}").fullmatch
-
-
-class RequestIdMiddleware:
-    """Give every request an id: the caller's `X-Request-ID` when it is sane, else a new one. It is set in the
-    `request_id` context variable while the request is handled (log lines and calls to other services carry it)
-    and returned in the response's `X-Request-ID`."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        start = time.perf_counter()
         rid = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
@@ -93,9 +65,12 @@ class RequestIdMiddleware:
             # random module reseeds itself in every forked worker).
             rid = getrandbits(128).to_bytes(16).hex()
         header = (b"x-request-id", rid.encode())
+        status = None
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
@@ -110,6 +85,21 @@ class RequestIdMiddleware:
             raise
         finally:
             request_id.reset(token)
+            if not unmeasured(scope["path"]):
+                if status is None:
+                    status = scope.get(UNANSWERED_STATUS, 500)
+                self._count(scope, status, time.perf_counter() - start)
+
+    def _count(self, scope: Scope, status: int, seconds: float) -> None:
+        # The route template (not the raw path) keeps label cardinality bounded.
+        key = (scope["method"], getattr(scope.get("route"), "path", "unmatched"), status)
+        children = self._children.get(key)
+        if children is None:
+            method, path, _ = key
+            children = self._children[key] = (REQUESTS.labels(method, path, str(status)), LATENCY.labels(method, path))
+        requests, latency = children
+        requests.inc()
+        latency.observe(seconds)
 
 
 # How much of a refused body is read and thrown away, as nginx's lingering close does: a server that closes a

@@ -10,7 +10,7 @@ from mlpatterns.client import Upstreams, UpstreamSettings
 from mlpatterns.errors import install_error_handlers
 from mlpatterns.logging import configure_logging
 from mlpatterns.metrics import metrics_response
-from mlpatterns.serving.middleware import MetricsMiddleware, RequestBodyMiddleware, RequestIdMiddleware
+from mlpatterns.serving.middleware import RequestBodyMiddleware, RequestMiddleware
 from mlpatterns.settings import HttpServiceSettings
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager]
@@ -60,8 +60,7 @@ def create_service_app(
         timeout_seconds=settings.body_timeout_seconds,
         idle_timeout_seconds=settings.body_idle_timeout_seconds,
     )
-    app.add_middleware(MetricsMiddleware)
-    app.add_middleware(RequestIdMiddleware)  # outermost: whatever the layers inside log carries the id
+    app.add_middleware(RequestMiddleware)  # outermost: whatever the layers inside log carries the id
     return app
 
 
