@@ -16,9 +16,8 @@ from pathlib import Path
 import httpx
 import orjson
 
-from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, measure, save_report
-from mlpatterns.bench.wrk import WrkMissing, ensure_wrk
-from mlpatterns.runner.run import RunnerError, run_pattern, stop_on_signals
+from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, bench_command, measure, save_report
+from mlpatterns.runner.run import run_pattern
 
 PATTERN = Path(__file__).parent
 BODY = orjson.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]})
@@ -42,32 +41,25 @@ def target(label: str, run, service: str, path: str) -> Target:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--warmup", type=float, default=2.0)
-    args = parser.parse_args(argv)
-    stop_on_signals()
-    try:
-        ensure_wrk()
-        with (
-            run_pattern(PATTERN, overrides={"api": {"PREDICTION_LOG": "on"}}) as on,
-            run_pattern(PATTERN, overrides={"api": {"PREDICTION_LOG": "on", "PREDICTION_LOG_STDOUT": "false"}}) as file,
-            run_pattern(PATTERN, overrides={"api": {"PREDICTION_LOG": "off"}}) as off,
-        ):
-            workers = on.running["api"].service.environment["WORKERS"]
-            with run_pattern(ECHO, overrides={"echo": {"WORKERS": workers}}) as echo:
-                targets = [
-                    target("POST /predict, PREDICTION_LOG=on", on, "api", "/predict"),
-                    target("POST /predict, on, the file only (PREDICTION_LOG_STDOUT=false)", file, "api", "/predict"),
-                    target("POST /predict, PREDICTION_LOG=off", off, "api", "/predict"),
-                    target("FastAPI JSON echo (floor)", echo, "echo", "/echo"),
-                ]
-                figures = measure(targets, BODY, args.seconds, args.warmup, args.rounds)
-            log = counted(on.url("api"))
-    except (WrkMissing, RunnerError) as error:
-        print(error, file=sys.stderr)
-        return 2 if isinstance(error, WrkMissing) else 1
+    return bench_command(__doc__, argv, bench)
+
+
+def bench(args: argparse.Namespace) -> int:
+    with (
+        run_pattern(PATTERN, overrides={"api": {"PREDICTION_LOG": "on"}}) as on,
+        run_pattern(PATTERN, overrides={"api": {"PREDICTION_LOG": "on", "PREDICTION_LOG_STDOUT": "false"}}) as file,
+        run_pattern(PATTERN, overrides={"api": {"PREDICTION_LOG": "off"}}) as off,
+    ):
+        workers = on.running["api"].service.environment["WORKERS"]
+        with run_pattern(ECHO, overrides={"echo": {"WORKERS": workers}}) as echo:
+            targets = [
+                target("POST /predict, PREDICTION_LOG=on", on, "api", "/predict"),
+                target("POST /predict, on, the file only (PREDICTION_LOG_STDOUT=false)", file, "api", "/predict"),
+                target("POST /predict, PREDICTION_LOG=off", off, "api", "/predict"),
+                target("FastAPI JSON echo (floor)", echo, "echo", "/echo"),
+            ]
+            figures = measure(targets, BODY, args.seconds, args.warmup, args.rounds)
+        log = counted(on.url("api"))
     report = render(args, workers, targets, figures, log)
     save_report(PATTERN.name, report)
     lost = log["answered"] - log["written"]

@@ -17,9 +17,15 @@ from pathlib import Path
 import httpx
 import orjson
 
-from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, add_run_options, measure, parse_run_options, save_report
-from mlpatterns.bench.wrk import WrkMissing, ensure_wrk
-from mlpatterns.runner.run import RunnerError, run_pattern, stop_on_signals
+from mlpatterns.bench.run import (
+    CONCURRENCIES,
+    ECHO,
+    Target,
+    bench_command,
+    measure,
+    save_report,
+)
+from mlpatterns.runner.run import run_pattern
 
 PATTERN = Path(__file__).parent
 BODY = orjson.dumps({"data": [[5.9, 3.0, 4.2, 1.5]]})
@@ -48,34 +54,27 @@ def written_out(url: str, timeout: float = 120.0) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_run_options(parser)
-    args = parse_run_options(parser, argv)
-    stop_on_signals()
-    try:
-        ensure_wrk()
-        with (
-            run_pattern(PATTERN, overrides={**QUIET, "api": {"STORE_RECORDS": "on"}}) as stored,
-            run_pattern(PATTERN, overrides={**QUIET, "api": {"STORE_RECORDS": "off"}}) as unstored,
-        ):
-            workers = stored.running["api"].service.environment["WORKERS"]
-            with run_pattern(ECHO, overrides={"echo": {"WORKERS": workers}}) as echo:
-                targets = [
-                    Target(
-                        f"POST /predict, STORE_RECORDS={name}", run.url("api") + "/predict", run.processes("api")[0].pid
-                    )
-                    for name, run in (("on", stored), ("off", unstored))
-                ]
-                targets.append(
-                    Target("FastAPI JSON echo (floor)", echo.url("echo") + "/echo", echo.processes("echo")[0].pid)
-                )
-                figures = measure(targets, BODY, args.seconds, args.warmup, args.rounds)
-            started = time.monotonic()
-            seen = written_out(stored.url("api"))
-            drain = time.monotonic() - started
-    except (WrkMissing, RunnerError) as error:
-        print(error, file=sys.stderr)
-        return 2 if isinstance(error, WrkMissing) else 1
+    return bench_command(__doc__, argv, bench)
+
+
+def bench(args: argparse.Namespace) -> int:
+    with (
+        run_pattern(PATTERN, overrides={**QUIET, "api": {"STORE_RECORDS": "on"}}) as stored,
+        run_pattern(PATTERN, overrides={**QUIET, "api": {"STORE_RECORDS": "off"}}) as unstored,
+    ):
+        workers = stored.running["api"].service.environment["WORKERS"]
+        with run_pattern(ECHO, overrides={"echo": {"WORKERS": workers}}) as echo:
+            targets = [
+                Target(f"POST /predict, STORE_RECORDS={name}", run.url("api") + "/predict", run.processes("api")[0].pid)
+                for name, run in (("on", stored), ("off", unstored))
+            ]
+            targets.append(
+                Target("FastAPI JSON echo (floor)", echo.url("echo") + "/echo", echo.processes("echo")[0].pid)
+            )
+            figures = measure(targets, BODY, args.seconds, args.warmup, args.rounds)
+        started = time.monotonic()
+        seen = written_out(stored.url("api"))
+        drain = time.monotonic() - started
     on, off, floor = (target.label for target in targets)
     lines = [
         f"## Benchmark: {PATTERN.name}",

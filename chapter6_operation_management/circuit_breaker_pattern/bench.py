@@ -24,14 +24,12 @@ from mlpatterns.bench.run import (
     CONCURRENCIES,
     ECHO,
     Target,
-    add_run_options,
+    bench_command,
     figures_table,
     measure,
-    parse_run_options,
     save_report,
 )
-from mlpatterns.bench.wrk import WrkMissing, ensure_wrk
-from mlpatterns.runner.run import RunnerError, run_pattern, stop_on_signals
+from mlpatterns.runner.run import RunnerError, run_pattern
 
 PATTERN = Path(__file__).parent
 BODY = orjson.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]})
@@ -62,35 +60,28 @@ def all_down(url: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_run_options(parser)
-    args = parse_run_options(parser, argv)
-    stop_on_signals()
-    try:
-        ensure_wrk()
-        with run_pattern(PATTERN) as closed, run_pattern(PATTERN) as opened, circuit_open(opened):
-            answer = httpx.post(opened.url("breaker") + "/predict", content=BODY, timeout=10)
-            if answer.headers.get("x-fallback") != "circuit open":
-                raise RunnerError(f"the open breaker answered {answer.status_code} {answer.text}")
-            workers = closed.running["iris_a"].service.environment["WORKERS"]
-            with run_pattern(ECHO, overrides={"echo": {"WORKERS": workers}}) as echo:
-                targets = [
-                    Target("POST /predict, breaker closed", closed.url("breaker") + "/predict", pid(closed, "breaker")),
-                    Target(
-                        "POST /predict, one backend directly", closed.url("iris_a") + "/predict", pid(closed, "iris_a")
-                    ),
-                    Target(
-                        "POST /predict, breaker open (fallback)",
-                        opened.url("breaker") + "/predict",
-                        pid(opened, "breaker"),
-                    ),
-                    Target("FastAPI JSON echo (floor)", echo.url("echo") + "/echo", pid(echo, "echo")),
-                ]
-                figures = measure(targets, BODY, args.seconds, args.warmup, args.rounds)
-            fallbacks = httpx.get(opened.url("breaker") + "/proxy/metrics", timeout=10).text
-    except (WrkMissing, RunnerError) as error:
-        print(error, file=sys.stderr)
-        return 2 if isinstance(error, WrkMissing) else 1
+    return bench_command(__doc__, argv, bench)
+
+
+def bench(args: argparse.Namespace) -> int:
+    with run_pattern(PATTERN) as closed, run_pattern(PATTERN) as opened, circuit_open(opened):
+        answer = httpx.post(opened.url("breaker") + "/predict", content=BODY, timeout=10)
+        if answer.headers.get("x-fallback") != "circuit open":
+            raise RunnerError(f"the open breaker answered {answer.status_code} {answer.text}")
+        workers = closed.running["iris_a"].service.environment["WORKERS"]
+        with run_pattern(ECHO, overrides={"echo": {"WORKERS": workers}}) as echo:
+            targets = [
+                Target("POST /predict, breaker closed", closed.url("breaker") + "/predict", pid(closed, "breaker")),
+                Target("POST /predict, one backend directly", closed.url("iris_a") + "/predict", pid(closed, "iris_a")),
+                Target(
+                    "POST /predict, breaker open (fallback)",
+                    opened.url("breaker") + "/predict",
+                    pid(opened, "breaker"),
+                ),
+                Target("FastAPI JSON echo (floor)", echo.url("echo") + "/echo", pid(echo, "echo")),
+            ]
+            figures = measure(targets, BODY, args.seconds, args.warmup, args.rounds)
+        fallbacks = httpx.get(opened.url("breaker") + "/proxy/metrics", timeout=10).text
     lines = [
         f"## Benchmark: {PATTERN.name}",
         "",

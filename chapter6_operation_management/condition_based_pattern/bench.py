@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import orjson
 
-from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, add_run_options, measure, parse_run_options
-from mlpatterns.bench.wrk import WrkMissing, ensure_wrk, run_wrk
+from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, bench_command, measure
+from mlpatterns.bench.wrk import run_wrk
 from mlpatterns.demo import metric_sum
 from mlpatterns.image_jobs import SAMPLE
-from mlpatterns.runner.run import REPO_ROOT, PatternRun, RunnerError, run_pattern, stop_on_signals
+from mlpatterns.runner.run import REPO_ROOT, PatternRun, run_pattern
 
 PATTERN = Path(__file__).parent
 BODY = orjson.dumps({"image_data": SAMPLE["7"]})
@@ -49,28 +49,23 @@ def routing_errors(run: PatternRun) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_run_options(parser)
-    args = parse_run_options(parser, argv)
-    stop_on_signals()
-    try:
-        ensure_wrk()
-        with run_pattern(PATTERN) as run:
-            errors = routing_errors(run)
-            workers = run.running["digits"].service.environment["WORKERS"]
-            with run_pattern(ECHO, overrides={"echo": {"WORKERS": workers}}) as echo:
-                proxy = run.processes("proxy")[0].pid
-                targets = [
-                    Target("HAProxy -> digits (no header)", run.url("proxy") + "/predict", proxy),
-                    Target("HAProxy -> words (target: speech)", run.url("proxy") + "/predict", proxy, SPEECH),
-                    Target("digits model, straight", run.url("digits") + "/predict", run.processes("digits")[0].pid),
-                    Target("words model, straight", run.url("words") + "/predict", run.processes("words")[0].pid),
-                    Target("FastAPI JSON echo (floor)", echo.url("echo") + "/echo", echo.processes("echo")[0].pid),
-                ]
-                figures = measure(targets, BODY, args.seconds, args.warmup, args.rounds)
-    except (WrkMissing, RunnerError) as error:
-        print(error, file=sys.stderr)
-        return 2 if isinstance(error, WrkMissing) else 1
+    return bench_command(__doc__, argv, bench)
+
+
+def bench(args: argparse.Namespace) -> int:
+    with run_pattern(PATTERN) as run:
+        errors = routing_errors(run)
+        workers = run.running["digits"].service.environment["WORKERS"]
+        with run_pattern(ECHO, overrides={"echo": {"WORKERS": workers}}) as echo:
+            proxy = run.processes("proxy")[0].pid
+            targets = [
+                Target("HAProxy -> digits (no header)", run.url("proxy") + "/predict", proxy),
+                Target("HAProxy -> words (target: speech)", run.url("proxy") + "/predict", proxy, SPEECH),
+                Target("digits model, straight", run.url("digits") + "/predict", run.processes("digits")[0].pid),
+                Target("words model, straight", run.url("words") + "/predict", run.processes("words")[0].pid),
+                Target("FastAPI JSON echo (floor)", echo.url("echo") + "/echo", echo.processes("echo")[0].pid),
+            ]
+            figures = measure(targets, BODY, args.seconds, args.warmup, args.rounds)
     lines = [
         f"## Benchmark: {PATTERN.name}",
         "",

@@ -20,9 +20,9 @@ import orjson
 
 from chapter6_operation_management.load_test_pattern.demo import load_job
 from chapter6_operation_management.load_test_pattern.report import Report, read_report
-from mlpatterns.bench.run import add_run_options, parse_run_options, save_report
-from mlpatterns.bench.wrk import WrkMissing, ensure_wrk, run_wrk
-from mlpatterns.runner.run import RunnerError, run_pattern, stop_on_signals
+from mlpatterns.bench.run import bench_command, save_report
+from mlpatterns.bench.wrk import run_wrk
+from mlpatterns.runner.run import RunnerError, run_pattern
 
 PATTERN = Path(__file__).parent
 CONNECTIONS = 10  # the job's users: one connection each
@@ -40,29 +40,24 @@ def run_job(url: str, **settings: str) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chapter6_operation_management.load_test_pattern.bench")
-    add_run_options(parser)
-    args = parse_run_options(parser, argv)
-    stop_on_signals()
-    try:
-        ensure_wrk()
-        with run_pattern(PATTERN) as run:
-            url = run.url("api")
-            body = BODY
-            run_wrk(url + "/predict", body, CONNECTIONS, args.warmup or 1)  # connections, lazy imports
-            wrk, locust = [], []
-            for round_number in range(1, args.rounds + 1):
-                wrk.append(run_wrk(url + "/predict", body, CONNECTIONS, args.seconds))
-                locust.append(run_job(url, RATE="0", RUN_TIME=f"{args.seconds:.0f}s", **UNPACED))
-                print(
-                    f"  round {round_number}/{args.rounds}: wrk {wrk[-1].rps:,.0f} req/s, "
-                    f"locust {locust[-1].rate:,.0f} req/s ({locust[-1].rate / wrk[-1].rps:.0%})",
-                    flush=True,
-                )
-            book = run_job(url)  # the compose job's settings: 100 requests/s
-    except (RunnerError, WrkMissing) as error:
-        print(error, file=sys.stderr)
-        return 1
+    return bench_command(__doc__, argv, bench)
+
+
+def bench(args: argparse.Namespace) -> int:
+    with run_pattern(PATTERN) as run:
+        url = run.url("api")
+        body = BODY
+        run_wrk(url + "/predict", body, CONNECTIONS, args.warmup or 1)  # connections, lazy imports
+        wrk, locust = [], []
+        for round_number in range(1, args.rounds + 1):
+            wrk.append(run_wrk(url + "/predict", body, CONNECTIONS, args.seconds))
+            locust.append(run_job(url, RATE="0", RUN_TIME=f"{args.seconds:.0f}s", **UNPACED))
+            print(
+                f"  round {round_number}/{args.rounds}: wrk {wrk[-1].rps:,.0f} req/s, "
+                f"locust {locust[-1].rate:,.0f} req/s ({locust[-1].rate / wrk[-1].rps:.0%})",
+                flush=True,
+            )
+        book = run_job(url)  # the compose job's settings: 100 requests/s
     if any(load.status_errors or load.socket_errors for load in wrk):
         print("ERROR: wrk saw errors", file=sys.stderr)
         return 1

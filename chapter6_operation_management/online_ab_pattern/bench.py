@@ -15,10 +15,9 @@ import httpx
 import orjson
 from scipy.stats import binom
 
-from mlpatterns.bench.run import CONCURRENCIES, Target, add_run_options, measure, parse_run_options
-from mlpatterns.bench.wrk import WrkMissing, ensure_wrk
+from mlpatterns.bench.run import CONCURRENCIES, Target, bench_command, measure
 from mlpatterns.demo import metric_sum
-from mlpatterns.runner.run import REPO_ROOT, RunnerError, run_pattern, stop_on_signals
+from mlpatterns.runner.run import REPO_ROOT, run_pattern
 
 PATTERN = Path(__file__).parent
 BODY = orjson.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]})
@@ -30,34 +29,29 @@ def answered(run, service: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_run_options(parser)
-    args = parse_run_options(parser, argv)
-    stop_on_signals()
-    try:
-        ensure_wrk()
-        with (
-            run_pattern(PATTERN) as split,
-            run_pattern(PATTERN, overrides={"iris-svc": {"WORKERS": "2"}}) as direct,
-        ):
-            targets = [
-                Target(
-                    "POST /predict through HAProxy, 1 worker per model",
-                    split.url("proxy") + "/predict",
-                    split.processes("proxy")[0].pid,
-                ),
-                Target(
-                    "POST /predict to the SVC directly, 2 workers",
-                    direct.url("iris-svc") + "/predict",
-                    direct.processes("iris-svc")[0].pid,
-                ),
-            ]
-            figures = measure(targets, BODY, args.seconds, args.warmup, args.rounds)
-            counts = {service: answered(split, service) for service in ("iris-svc", "iris-rf")}
-            percent = int(split.running["proxy"].service.environment["SVC_PERCENT"])
-    except (WrkMissing, RunnerError) as error:
-        print(error, file=sys.stderr)
-        return 2 if isinstance(error, WrkMissing) else 1
+    return bench_command(__doc__, argv, bench)
+
+
+def bench(args: argparse.Namespace) -> int:
+    with (
+        run_pattern(PATTERN) as split,
+        run_pattern(PATTERN, overrides={"iris-svc": {"WORKERS": "2"}}) as direct,
+    ):
+        targets = [
+            Target(
+                "POST /predict through HAProxy, 1 worker per model",
+                split.url("proxy") + "/predict",
+                split.processes("proxy")[0].pid,
+            ),
+            Target(
+                "POST /predict to the SVC directly, 2 workers",
+                direct.url("iris-svc") + "/predict",
+                direct.processes("iris-svc")[0].pid,
+            ),
+        ]
+        figures = measure(targets, BODY, args.seconds, args.warmup, args.rounds)
+        counts = {service: answered(split, service) for service in ("iris-svc", "iris-rf")}
+        percent = int(split.running["proxy"].service.environment["SVC_PERCENT"])
     total = sum(counts.values())
     low, high = binom.ppf(0.0005, total, percent / 100), binom.ppf(0.9995, total, percent / 100)
     report = render(args, targets, figures, counts, percent, (low, high))

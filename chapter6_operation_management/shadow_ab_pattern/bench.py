@@ -21,10 +21,9 @@ from pathlib import Path
 import httpx
 import orjson
 
-from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, add_run_options, measure, parse_run_options
-from mlpatterns.bench.wrk import WrkMissing, ensure_wrk
+from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, bench_command, measure
 from mlpatterns.demo import metric_sum
-from mlpatterns.runner.run import REPO_ROOT, RunnerError, run_pattern, stop_on_signals
+from mlpatterns.runner.run import REPO_ROOT, run_pattern
 
 PATTERN = Path(__file__).parent
 BODY = orjson.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]})
@@ -45,36 +44,31 @@ def target(label: str, run, service: str) -> Target:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_run_options(parser)
-    args = parse_run_options(parser, argv)
-    stop_on_signals()
-    try:
-        ensure_wrk()
-        with (
-            run_pattern(PATTERN, overrides={"proxy": {"MIRROR_PERCENT": "100"}}) as shadowed,
-            run_pattern(PATTERN, overrides={"proxy": {"MIRROR_PERCENT": "0"}}) as unshadowed,
-            run_pattern(PATTERN, overrides={"proxy": {"MIRROR_PERCENT": "100"}}) as frozen,
-        ):
-            workers = shadowed.running["proxy"].service.environment["WORKERS"]
-            frozen_group = frozen.processes("iris-rf")[0].pid
-            os.killpg(frozen_group, signal.SIGSTOP)
-            try:
-                with run_pattern(ECHO, overrides={"echo": {"WORKERS": workers}}) as echo:
-                    targets = [
-                        target("through the proxy, every request copied to B", shadowed, "proxy"),
-                        target("through the proxy, none copied (MIRROR_PERCENT=0)", unshadowed, "proxy"),
-                        target("through the proxy, copied to a frozen B (SIGSTOP)", frozen, "proxy"),
-                        target("A asked directly (no proxy)", shadowed, "iris-svc"),
-                        Target("FastAPI JSON echo (floor)", echo.url("echo") + "/echo", echo.processes("echo")[0].pid),
-                    ]
-                    figures = measure(targets, BODY, args.seconds, args.warmup, args.rounds)
-                counts = {"B healthy": copies(shadowed.url("proxy")), "B frozen": copies(frozen.url("proxy"))}
-            finally:
-                os.killpg(frozen_group, signal.SIGCONT)
-    except (WrkMissing, RunnerError) as error:
-        print(error, file=sys.stderr)
-        return 2 if isinstance(error, WrkMissing) else 1
+    return bench_command(__doc__, argv, bench)
+
+
+def bench(args: argparse.Namespace) -> int:
+    with (
+        run_pattern(PATTERN, overrides={"proxy": {"MIRROR_PERCENT": "100"}}) as shadowed,
+        run_pattern(PATTERN, overrides={"proxy": {"MIRROR_PERCENT": "0"}}) as unshadowed,
+        run_pattern(PATTERN, overrides={"proxy": {"MIRROR_PERCENT": "100"}}) as frozen,
+    ):
+        workers = shadowed.running["proxy"].service.environment["WORKERS"]
+        frozen_group = frozen.processes("iris-rf")[0].pid
+        os.killpg(frozen_group, signal.SIGSTOP)
+        try:
+            with run_pattern(ECHO, overrides={"echo": {"WORKERS": workers}}) as echo:
+                targets = [
+                    target("through the proxy, every request copied to B", shadowed, "proxy"),
+                    target("through the proxy, none copied (MIRROR_PERCENT=0)", unshadowed, "proxy"),
+                    target("through the proxy, copied to a frozen B (SIGSTOP)", frozen, "proxy"),
+                    target("A asked directly (no proxy)", shadowed, "iris-svc"),
+                    Target("FastAPI JSON echo (floor)", echo.url("echo") + "/echo", echo.processes("echo")[0].pid),
+                ]
+                figures = measure(targets, BODY, args.seconds, args.warmup, args.rounds)
+            counts = {"B healthy": copies(shadowed.url("proxy")), "B frozen": copies(frozen.url("proxy"))}
+        finally:
+            os.killpg(frozen_group, signal.SIGCONT)
     report = render(args, workers, targets, figures, counts)
     print("\n" + report)
     out = REPO_ROOT / "build" / "bench" / f"{PATTERN.name}.md"

@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -151,6 +152,23 @@ def parse_run_options(parser: argparse.ArgumentParser, argv: list[str] | None) -
     if not (1 <= args.seconds <= 60 and 1 <= args.rounds <= 10 and 0 <= args.warmup <= 30):
         parser.error("--seconds must be within 1..60, --rounds within 1..10, --warmup within 0..30")
     return args
+
+
+def bench_command(doc: str, argv: list[str] | None, bench: Callable[[argparse.Namespace], int]) -> int:
+    """The frame of a pattern's own bench.py, whose `main` is `return bench_command(__doc__, argv, bench)`: the
+    options of `measure` (--seconds, --rounds, --warmup), signals that stop every server it started, and wrk;
+    `bench(args)` starts what it measures and returns the exit status. Without wrk it exits 2, with a pattern that
+    does not start 1."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    add_run_options(parser)
+    args = parse_run_options(parser, argv)
+    stop_on_signals()
+    try:
+        ensure_wrk()
+        return bench(args)
+    except (WrkMissing, RunnerError) as error:
+        print(error, file=sys.stderr)
+        return 2 if isinstance(error, WrkMissing) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
