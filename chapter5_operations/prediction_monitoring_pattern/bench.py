@@ -22,6 +22,7 @@ from mlpatterns.bench.run import (
     ECHO,
     Target,
     bench_command,
+    figures_table,
     measure,
     save_report,
 )
@@ -82,16 +83,8 @@ def bench(args: argparse.Namespace) -> int:
         f"- command: `make bench P=chapter5_operations/prediction_monitoring_pattern`; {workers} gunicorn workers each;"
         f" wrk, body `{BODY.decode()}`; medians of {args.rounds} runs of {args.seconds:g} s",
         "",
-        "| what | connections | req/s | p50 | p99 | server CPU per request |",
-        "|---|---:|---:|---:|---:|---:|",
+        *figures_table([target.label for target in targets], figures),
     ]
-    for target in targets:
-        for c in CONCURRENCIES:
-            f = figures[target.label, c]
-            lines.append(
-                f"| {target.label} | {c} | {f.rps:,.0f} | {f.p50_ms:.2f} ms | {f.p99_ms:.2f} ms | "
-                f"{f.cpu_us_per_request:,.0f} µs |"
-            )
     high = max(CONCURRENCIES)
     lines += [
         "",

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, bench_command, measure
+from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, bench_command, figures_table, measure
 from mlpatterns.bench.wrk import run_wrk
 from mlpatterns.demo import metric_sum
 from mlpatterns.image_jobs import SAMPLE
@@ -73,16 +73,8 @@ def bench(args: argparse.Namespace) -> int:
         f" per model; wrk, POST /predict with the sample digit 7 (PNG, {len(BODY):,} bytes of JSON); medians of"
         f" {args.rounds} runs of {args.seconds:g} s. The HAProxy rows' CPU is HAProxy's own, the model's not counted.",
         "",
-        "| what | connections | req/s | p50 | p99 | server CPU per request |",
-        "|---|---:|---:|---:|---:|---:|",
+        *figures_table([target.label for target in targets], figures),
     ]
-    for target in targets:
-        for c in CONCURRENCIES:
-            f = figures[target.label, c]
-            lines.append(
-                f"| {target.label} | {c} | {f.rps:,.0f} | {f.p50_ms:.2f} ms | {f.p99_ms:.2f} ms | "
-                f"{f.cpu_us_per_request:,.0f} µs |"
-            )
     lines.append("")
     for routed, straight in ((targets[0], targets[2]), (targets[1], targets[3])):
         for c in CONCURRENCIES:
