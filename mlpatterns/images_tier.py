@@ -55,6 +55,7 @@ from mlpatterns.runner.backing import BackingError, PostgresServer, RedisServer,
 from mlpatterns.runner.compose import (
     PROGRAM_IMAGES,
     Service,
+    image_name,
     interpolate,
     load_services,
     parse_environment,
@@ -388,7 +389,7 @@ PROGRAM_STANDINS = {
 
 def program_standin(docker: Docker, image: str) -> str:
     """The stand-in for a PROGRAM_STANDINS image, built once (tagged by a hash of its recipe)."""
-    name = image.split("/")[-1].split(":")[0]
+    name = image_name(image)
     packages, changes = PROGRAM_STANDINS[name]
     config_dir = Path(PROGRAM_IMAGES[name][0]).parent.relative_to("/")  # where the compose file mounts into
     recipe = inspect.getsource(debian_image) + " ".join(packages + changes)
@@ -690,7 +691,7 @@ class ComposeRun:
                 raise self.fail(f"{service.name}: {error}") from None
             return
         image = raw["image"]
-        if "build" not in raw and raw["image"].split("/")[-1].split(":")[0] in PROGRAM_STANDINS:
+        if "build" not in raw and image_name(raw["image"]) in PROGRAM_STANDINS:
             if not self.available(raw["image"]):
                 image = program_standin(self.docker, raw["image"])
                 self.result.standins.append(f"{service.name}: {raw['image']} cannot be pulled here, ran {image}")

@@ -16,7 +16,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-from mlpatterns.runner.compose import parse_environment, parse_ports
+from mlpatterns.runner.compose import image_name, parse_environment, parse_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's tools: hadolint, check-jsonschema
@@ -325,7 +325,7 @@ def unbuilt_images(compose_file: Path) -> list[str]:
 def haproxy_services(compose_file: Path) -> list[str]:
     """Services of a haproxy image: the local runner and compose run them on the configuration they mount."""
     services = yaml.safe_load(compose_file.read_text())["services"]
-    return [name for name, s in services.items() if str(s.get("image", "")).split("/")[-1].startswith("haproxy")]
+    return [name for name, s in services.items() if image_name(str(s.get("image", ""))) == "haproxy"]
 
 
 def haproxy_config(compose_file: Path, name: str) -> list[str]:

@@ -15,9 +15,9 @@ import httpx
 import orjson
 from scipy.stats import binom
 
-from mlpatterns.bench.run import CONCURRENCIES, Target, bench_command, measure
+from mlpatterns.bench.run import CONCURRENCIES, Target, bench_command, measure, save_report
 from mlpatterns.demo import metric_sum
-from mlpatterns.runner.run import REPO_ROOT, run_pattern
+from mlpatterns.runner.run import run_pattern
 
 PATTERN = Path(__file__).parent
 BODY = orjson.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]})
@@ -55,10 +55,7 @@ def bench(args: argparse.Namespace) -> int:
     total = sum(counts.values())
     low, high = binom.ppf(0.0005, total, percent / 100), binom.ppf(0.9995, total, percent / 100)
     report = render(args, targets, figures, counts, percent, (low, high))
-    print("\n" + report)
-    out = REPO_ROOT / "build" / "bench" / f"{PATTERN.name}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
+    save_report(PATTERN.name, report)
     if not low <= counts["iris-svc"] <= high or any(f.errors for f in figures.values()):
         print("ERROR: the split under load is off its weight, or the load had errors", file=sys.stderr)
         return 1

@@ -279,20 +279,22 @@ def parse_ports(raw) -> list[tuple[int, int]]:
     return ports
 
 
-def _image_name(spec: dict) -> str:
-    """`haproxy` of `haproxy:2.6` or `docker.io/library/haproxy:2.6`."""
-    return str(spec.get("image", "")).split("/")[-1].split(":")[0].split("@")[0]
+def image_name(image: str) -> str:
+    """`haproxy` of `haproxy:2.6`, `docker.io/library/haproxy:2.6` or `haproxy@sha256:...`."""
+    return image.split("/")[-1].split(":")[0].split("@")[0]
 
 
 def _kind(spec: dict) -> str:
-    return _image_name(spec) if _image_name(spec) in BACKING_IMAGES else "process"
+    name = image_name(str(spec.get("image", "")))
+    return name if name in BACKING_IMAGES else "process"
 
 
 def _program_command(raw: dict, compose_file: Path, where: str) -> list[str] | None:
     """The local command of a PROGRAM_IMAGES service: its binary on the file the compose file mounts as its config."""
-    if _image_name(raw) not in PROGRAM_IMAGES:
+    name = image_name(str(raw.get("image", "")))
+    if name not in PROGRAM_IMAGES:
         return None
-    config, command = PROGRAM_IMAGES[_image_name(raw)]
+    config, command = PROGRAM_IMAGES[name]
     for key in ("command", "entrypoint"):
         if key in raw:
             raise ComposeError(f"{where}: {key!r} of a {raw['image']} image is not supported (the runner runs it)")
