@@ -90,7 +90,7 @@ class DataPlane:
         self.preprocess = preprocess
         self.postprocess = postprocess
         # Children of the stage histogram, made once: labels() costs as much as an observation.
-        self._timers = {stage: STAGE_SECONDS.labels(self.name, stage) for stage in _STAGES}
+        self._timers = {stage: metrics.deferred(STAGE_SECONDS.labels(self.name, stage)) for stage in _STAGES}
         # The values of one item: an axis of any size counts as 1 (a tabular row: 4; an image: 3,072).
         self._item_values = math.prod(max(d, 1) for d in predictor.feature_shape)
 

@@ -18,13 +18,19 @@ They work the same in one process, under gunicorn's several workers and in queue
 - declaring the same metric again (a test building a second app in one process) returns the first one instead
   of failing with "Duplicated timeseries".
 
+A hot path (every request's HTTP metrics, every prediction's stage timing) updates its children through
+`deferred(child)`: on an event loop the updates are kept in memory and written together once the loop has run
+what is ready (see Deferred), so a burst of requests costs a few writes instead of several per request.
+
 Figures that live in a shared store (a queue's depth in Redis) are read at scrape time by a collector, added with
 `register_collector(key, collector)`: the store is right across processes and replicas, so such figures are
 served as read, never summed over processes.
 """
 
+import asyncio
 import os
 import threading
+from bisect import bisect_left
 
 from fastapi import Response
 from prometheus_client import (
@@ -78,6 +84,83 @@ def gauge(name: str, documentation: str, labels: tuple[str, ...] | list[str] = (
     return _declare(Gauge, name, documentation, labels, multiprocess_mode=mode)
 
 
+class Deferred:
+    """A counter's or histogram's child whose updates made on an event loop are written at the end of the loop's
+    current round (`loop.call_soon`), summed: one write per bucket touched instead of two per observation.
+
+    Under gunicorn each write is a locked write to the worker's metrics file with a `getpid` check, 1-2 µs; a
+    one-row prediction made four of them, and its stage timing four more, about a tenth of its whole cost. A
+    busy worker answers several requests per round of its loop, and pays for the writes once. Nothing waits:
+    the round ends within microseconds of the answer being sent, as the writes used to. Updates made off an
+    event loop (a worker thread, a queue worker) are written at once, as before."""
+
+    def __init__(self, child: Counter | Histogram):
+        self.child = child
+        self.histogram = isinstance(child, Histogram)
+        # prometheus_client keeps a histogram child as one value per bucket (not cumulative) and a sum;
+        # mlpatterns/tests/test_metrics.py holds deferred writes equal to observe()'s, so an upgrade that changes
+        # this fails there.
+        self.bounds = child._upper_bounds if self.histogram else ()
+
+    def observe(self, amount: float) -> None:
+        if not _defer(self, amount):
+            self.child.observe(amount)
+
+    def inc(self, amount: float = 1.0) -> None:
+        if not _defer(self, amount):
+            self.child.inc(amount)
+
+    def write(self, amounts: list[float]) -> None:
+        if not self.histogram:
+            self.child.inc(sum(amounts))
+            return
+        counts: dict[int, int] = {}
+        for amount in amounts:
+            bucket = bisect_left(self.bounds, amount)  # the first bucket whose bound is >= amount, as observe()
+            counts[bucket] = counts.get(bucket, 0) + 1
+        self.child._sum.inc(sum(amounts))
+        for bucket, count in counts.items():
+            self.child._buckets[bucket].inc(count)
+
+
+def deferred(child: Counter | Histogram) -> Deferred:
+    """`child` (from `.labels(...)`), its updates on an event loop written together (see Deferred)."""
+    return Deferred(child)
+
+
+# Per thread (a test may run event loops in two threads): the updates waiting, and the loop that will write them.
+_local = threading.local()
+
+
+def _defer(metric: Deferred, amount: float) -> bool:
+    """Keep an update for the end of the running loop's round; False off an event loop (write it now)."""
+    loop = asyncio._get_running_loop()  # None off a loop; the public get_running_loop() raises instead
+    if loop is None:
+        return False
+    waiting = getattr(_local, "waiting", None)
+    if waiting is None:
+        waiting = _local.waiting = {}
+        _local.loop = None
+    if _local.loop is not loop:  # nothing scheduled yet, or on a loop that is gone
+        loop.call_soon(flush_deferred)
+        _local.loop = loop
+    amounts = waiting.get(metric)
+    if amounts is None:
+        waiting[metric] = [amount]
+    else:
+        amounts.append(amount)
+    return True
+
+
+def flush_deferred() -> None:
+    """Write this thread's pending updates now (the end of a loop's round; also before `/metrics` answers)."""
+    waiting = getattr(_local, "waiting", None)
+    _local.loop = None
+    while waiting:
+        metric, amounts = waiting.popitem()
+        metric.write(amounts)
+
+
 def register_collector(key: str, collector: Collector) -> None:
     """Serve a collector's figures on this process's `/metrics`, in every mode. Registering again under the same
     key replaces the earlier collector (a test building a second app)."""
@@ -87,6 +170,7 @@ def register_collector(key: str, collector: Collector) -> None:
 
 def exposition() -> bytes:
     """Every metric of this service in Prometheus' text format, summed over its processes where there are several."""
+    flush_deferred()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

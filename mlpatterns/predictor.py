@@ -67,7 +67,12 @@ class OnnxPredictor:
         self.input_name = model_input.name
         self.input_dtype = _ONNX_TO_NUMPY[model_input.type]
         self.input_shape = list(model_input.shape)  # e.g. [None, 4]; None or a name marks the batch axis
+        # The shape of one input item (a row of features, an image), without the batch axis; -1: any size.
+        self.feature_shape = [int(d) if isinstance(d, int) else -1 for d in self.input_shape[1:]]
+        # What messages call one input item: a "row" of features, as the tabular API always said, else "item".
+        self.item_name = "row" if len(self.feature_shape) == 1 else "item"
         self._pick_outputs()
+        self._output_names = [self.score_output] + ([self.class_output] if self.class_output else [])
         if self.label_path is not None:
             self.labels = load_labels(self.label_path)
         logger.info("loaded %s: input %s %s", self.model_path, self.input_name, self.input_shape)
@@ -88,45 +93,38 @@ class OnnxPredictor:
         self.score_output = floats[0]
         self.class_output = ints[0] if ints else None
 
-    @property
-    def feature_shape(self) -> list[int]:
-        """The shape of one input item (a row of features, an image), without the batch axis; -1: any size."""
-        return [int(d) if isinstance(d, int) else -1 for d in self.input_shape[1:]]
-
-    @property
-    def item_name(self) -> str:
-        """What messages call one input item: a "row" of features, as the tabular API always said, else "item"."""
-        return "row" if len(self.feature_shape) == 1 else "item"
-
     def check(self, items: list | np.ndarray) -> np.ndarray:
         """Turn a batch of items into the model's input array, or say exactly what is wrong with it."""
-        noun = self.item_name
+        # The usual batch passes three cheap tests; the messages are built only for one that fails.
         if len(items) == 0:
-            raise InvalidInput(f"data must hold at least one {noun}")
-        expected = self.feature_shape
-        shape = "x".join(str(d) if d != -1 else "any" for d in expected)
+            raise InvalidInput(f"data must hold at least one {self.item_name}")
         try:
             with np.errstate(over="ignore"):  # a value too large for the dtype becomes inf, refused below
                 batch = np.asarray(items, dtype=self.input_dtype)
         except (ValueError, TypeError):
-            if noun == "row":
-                raise InvalidInput("data must be a list of rows of equal length, each a list of numbers") from None
-            raise InvalidInput(
-                f"data must be a list of items of equal shape ({shape}), each nested lists of numbers"
-            ) from None
+            raise InvalidInput(self._not_a_batch()) from None
+        expected = self.feature_shape
         if batch.ndim != len(expected) + 1 or any(
             e != -1 and e != got for e, got in zip(expected, batch.shape[1:], strict=True)
         ):
+            noun = self.item_name
             got = "x".join(map(str, batch.shape[1:])) or "scalar"
-            raise InvalidInput(f"each {noun} must have shape {shape}; got {noun}s of shape {got}")
+            raise InvalidInput(f"each {noun} must have shape {self._shape_text()}; got {noun}s of shape {got}")
         if not np.isfinite(batch).all():
             raise InvalidInput(f"values must be finite numbers within the range of {np.dtype(self.input_dtype).name}")
         return batch
 
+    def _shape_text(self) -> str:
+        return "x".join(str(d) if d != -1 else "any" for d in self.feature_shape)
+
+    def _not_a_batch(self) -> str:
+        if self.item_name == "row":
+            return "data must be a list of rows of equal length, each a list of numbers"
+        return f"data must be a list of items of equal shape ({self._shape_text()}), each nested lists of numbers"
+
     def predict(self, items: list | np.ndarray) -> Prediction:
         batch = items if isinstance(items, np.ndarray) else self.check(items)
-        names = [self.score_output] + ([self.class_output] if self.class_output else [])
-        results = self.session.run(names, {self.input_name: batch})
+        results = self.session.run(self._output_names, {self.input_name: batch})
         scores = results[0]
         classes = results[1].reshape(-1) if self.class_output else scores.argmax(axis=1)
         return Prediction(scores=scores, classes=classes)

@@ -10,7 +10,7 @@ from mlpatterns.client import Upstreams, UpstreamSettings
 from mlpatterns.errors import install_error_handlers
 from mlpatterns.logging import configure_logging
 from mlpatterns.metrics import metrics_response
-from mlpatterns.serving.middleware import RequestBodyMiddleware, RequestMiddleware
+from mlpatterns.serving.middleware import FastLane, RequestBodyMiddleware, RequestMiddleware
 from mlpatterns.settings import HttpServiceSettings
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager]
@@ -54,6 +54,7 @@ def create_service_app(
     # router's routes twice per request, which costs about as much as the model call.
     add_routes(app.router)
     app.add_api_route("/metrics", metrics_response, include_in_schema=False)
+    app.add_middleware(FastLane, service=app)  # innermost: inside the id, metrics and body bounds
     app.add_middleware(
         RequestBodyMiddleware,
         max_bytes=settings.max_body_bytes,
