@@ -35,11 +35,12 @@ STAGE_SECONDS = metrics.histogram(
     "model_stage_seconds", "Time spent in each stage of a prediction, per model", ["model", "stage"]
 )
 
-# Batches of up to this many input values are predicted on the event loop: check and onnxruntime take about
-# 0.1 ms for an iris row, less than a hop to the thread pool and back (0.15 ms on a 2-core machine), and under
-# 0.5 ms for 256 rows. Larger batches (one 3x32x32 image is 3,072 values, 0.3 ms; 256 images take 60 ms) go to
-# the thread pool, so the event loop keeps serving other requests meanwhile.
-INLINE_MAX_VALUES = 1024
+# Batches of up to this many input values are predicted on the event loop, larger ones in the thread pool so that
+# the loop keeps serving other requests meanwhile. A hop to the pool and back costs ~0.15 ms on a 2-core machine, and
+# more under load, as the loop and the pool contend for the GIL and the cores: a 1000-row iris batch (4,000 values,
+# ~0.5 ms of model) cost 1.34x the bare floor's CPU through the pool and 1.12x inline. So what takes up to a
+# millisecond or two stays inline (4,096 iris rows; 5 images of 3x32x32); 256 images (60 ms) go to the pool.
+INLINE_MAX_VALUES = 16384
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
-"""`python -m mlpatterns.bench PATTERN_DIR`: a serving pattern's /predict beside its two floors, in one run.
+"""`python -m mlpatterns.bench PATTERN_DIR`: a serving pattern's /predict beside its floors, in one run.
 
 1. /predict of the pattern, started by the local runner on free ports, under wrk at 1 and 32 connections;
 2. the echo floor: a minimal FastAPI JSON echo on the same server stack and worker count, same load;
-3. the model floor: the same ONNX model called in this process (one row; a 1000-row batch).
+3. the bare floor, for a pattern whose body is rows of numbers: the same model behind Starlette, orjson and
+   onnxruntime alone (bare.py), same server stack and worker count, same body;
+4. the model floor: the same ONNX model called in this process (one row; a 1000-row batch).
+`--rows N` sends N copies of the sample item per request (a batch) instead of one.
 What to load comes from the pattern's compose file, a top-level `x-bench` (every key optional):
     x-bench: {service: proxy, path: /predict/label, body: {"data": [...]}, model: models/cifar10/model.onnx}
     x-bench: {service: serving, path: "/v1/models/digits:predict", key: instances, sample: digit}
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +44,7 @@ from mlpatterns.runner.run import REPO_ROOT, RunnerError, run_pattern, stop_on_s
 from mlpatterns.settings import IRIS_SAMPLE, ModelServingSettings
 
 ECHO = Path(__file__).parent  # its docker-compose.yml: the echo floor as a one-service "pattern"
+BARE = Path(__file__).parent / "bare_floor"  # the bare floor, likewise
 CONCURRENCIES = (1, 32)
 BATCH_ROWS = 1000
 
@@ -176,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pattern", type=Path, help="a serving pattern directory")
     parser.add_argument("--service", help="the compose service that serves the path (default: x-bench's, or web)")
     parser.add_argument("--path", help="the path to POST to (default: x-bench's, or /predict)")
+    parser.add_argument("--rows", type=int, default=1, help="items per request: a batch (default: 1)")
     add_run_options(parser)
     args = parse_run_options(parser, argv)
     try:
@@ -196,24 +202,39 @@ def main(argv: list[str] | None = None) -> int:
                 raise RunnerError(f"{name} has no service {args.service!r} (it has {', '.join(run.running)})")
             running = run.running[args.service]
             base = run.url(args.service)
+            key = spec.get("key", "data")
             if "body" in spec:
-                body = orjson.dumps(spec["body"])
-                sample = spec["body"][spec.get("key", "data")]
+                sample = spec["body"][key]
+                content = spec["body"]
             else:
                 if spec.get("sample") == "digit":
                     sample = [sample_digits()["0"]]
                 else:
                     sample = httpx.get(base + "/metadata", timeout=5).json().get("data_sample", IRIS_SAMPLE)
-                body = orjson.dumps({spec.get("key", "data"): sample[:1]})
-            workers = running.service.environment.get("WORKERS")
-            with run_pattern(ECHO, overrides={"echo": {"WORKERS": workers}} if workers else None) as floor:
+                content = {key: sample[:1]}
+            if args.rows > 1:
+                content = {**content, key: sample[:1] * args.rows}
+            body = orjson.dumps(content)
+            environment = running.service.environment
+            workers = environment.get("WORKERS")
+            model_path = spec.get("model") or ModelServingSettings.model_validate(environment).model_path
+            # The bare floor takes `{"data": rows of numbers}` and answers /predict's scores.
+            bare = key == "data" and not isinstance(sample[0], str) and args.path == "/predict"
+            floors = {"echo": {"WORKERS": workers}} if workers else {}
+            with ExitStack() as floors_running:
+                floor = floors_running.enter_context(run_pattern(ECHO, overrides=floors or None))
                 # Runner processes lead their own sessions: a pid is its process group id.
-                echo = floor.running["echo"]
                 targets = [
                     Target(f"POST {args.path} ({name})", base + args.path, running.process.pid),
-                    Target("FastAPI JSON echo (floor)", floor.url("echo") + "/echo", echo.process.pid),
+                    Target("FastAPI JSON echo (floor)", floor.url("echo") + "/echo", floor.running["echo"].process.pid),
                 ]
-                print(f"loading both with {shown(body)}, {args.rounds} rounds of {args.seconds:g} s", flush=True)
+                if bare:
+                    overrides = {"bare": {"MODEL_PATH": str(model_path), **({"WORKERS": workers} if workers else {})}}
+                    bare_run = floors_running.enter_context(run_pattern(BARE, overrides=overrides))
+                    pid = bare_run.running["bare"].process.pid
+                    label = "bare Starlette + orjson + onnxruntime (floor)"
+                    targets.append(Target(label, bare_run.url("bare") + "/predict", pid))
+                print(f"loading each with {shown(body)}, {args.rounds} rounds of {args.seconds:g} s", flush=True)
                 figures = measure(targets, body, args.seconds, args.warmup, args.rounds)
     except RunnerError as error:
         print(error, file=sys.stderr)
@@ -221,7 +242,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the servers are stopped", file=sys.stderr)
         return 130
-    model_path = spec.get("model") or ModelServingSettings.model_validate(running.service.environment).model_path
     print(f"model floor: {model_path} in process...", flush=True)
     calls_per_s, rows_per_s = model_floor(Path(model_path), sample, min(args.seconds, 3.0))
 
@@ -249,7 +269,7 @@ def render(
         else shlex.join(["python", "-m", "mlpatterns.bench", *sys.argv[1:]])
     )
     wrk_version = subprocess.run([ensure_wrk(), "-v"], capture_output=True, text=True).stdout.split(" [")[0]
-    pattern, echo = labels
+    pattern, echo, *bare = labels
     low, high = min(CONCURRENCIES), max(CONCURRENCIES)
     throughput = figures[pattern, high].rps / figures[echo, high].rps
     latency = figures[pattern, low].p50_ms / figures[echo, low].p50_ms
@@ -264,7 +284,7 @@ def render(
         f"Python {platform.python_version()}",
         f"- server: gunicorn + uvicorn workers (mlpatterns.serving.gunicorn_conf), {workers or 'default'} workers",
         f"- load: {wrk_version}, 1 thread, loopback, body `{shown(body)}`; each figure is the median of "
-        f"{args.rounds} runs of {args.seconds:g} s, the two servers loaded in turn, "
+        f"{args.rounds} runs of {args.seconds:g} s, the servers loaded in turn, "
         f"after a {args.warmup:g} s warm-up",
         f"- other processes used up to {other:.0%} of the machine's CPU during a run"
         + (" (WARNING: a busy machine; run again when it is quiet)" if other > 0.10 else ""),
@@ -279,8 +299,15 @@ def render(
         f"- {args.path} req/s at c={high}: {throughput:.0%} of the echo floor's",
         f"- {args.path} p50 at c={low}: {latency:.2f}x the echo floor's",
         f"- {args.path} server CPU per request at c={high}: {cpu:.2f}x the echo floor's",
-        "",
     ]
+    if bare:
+        ours, floor = figures[pattern, high], figures[bare[0], high]
+        lines += [
+            f"- {args.path} req/s at c={high}: {ours.rps / floor.rps:.0%} of the bare floor's"
+            + (f" ({ours.rps * args.rows:,.0f} rows/s against {floor.rps * args.rows:,.0f})" if args.rows > 1 else ""),
+            f"- {args.path} p99 at c={high}: {ours.p99_ms / floor.p99_ms:.2f}x the bare floor's",
+        ]
+    lines.append("")
     return "\n".join(lines)
 
 

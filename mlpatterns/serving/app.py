@@ -17,7 +17,14 @@ from pydantic import BaseModel, ValidationError
 
 from mlpatterns.dataplane import Answer, DataPlane, Postprocess, Preprocess
 from mlpatterns.predictor import OnnxPredictor
-from mlpatterns.serving.schemas import Health, LabelsResponse, Metadata, ScoresResponse, predict_request
+from mlpatterns.serving.schemas import (
+    Health,
+    LabelsResponse,
+    Metadata,
+    ScoresResponse,
+    array_parser,
+    predict_request,
+)
 from mlpatterns.serving.service import create_service_app
 from mlpatterns.settings import ModelServingSettings
 
@@ -35,13 +42,16 @@ class PredictRequestRoute(APIRoute):
     def __init__(self, path: str, endpoint: Callable, **kwargs):
         super().__init__(path, endpoint, **kwargs)
         self.request_model = self.body_field.field_info.annotation
+        self.parse_arrays = array_parser(self.request_model)  # None unless the model was made with `arrays`
 
     async def answer(self, body: bytes) -> Response | None:
         """The endpoint's answer to a JSON body, or None for a body that does not validate."""
-        try:
-            request = self.request_model.model_validate_json(body)
-        except ValidationError:
-            return None  # the standard way reports it
+        request = self.parse_arrays(body) if self.parse_arrays is not None else None
+        if request is None:
+            try:
+                request = self.request_model.model_validate_json(body)
+            except ValidationError:
+                return None  # the standard way reports it
         return await self.endpoint(request)
 
 
@@ -65,14 +75,16 @@ def json_response(content: dict) -> Response:
     return JSONAnswer(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
-def request_model(plane: DataPlane) -> type[BaseModel]:
-    """The request body of the plane's model: its item shape, batch limit and value range in the JSON Schema."""
+def request_model(plane: DataPlane, *, arrays: bool = False) -> type[BaseModel]:
+    """The request body of the plane's model: its item shape, batch limit and value range in the JSON Schema.
+    `arrays`: numbers may arrive as one numpy array (`predict_request`), for endpoints that only predict them."""
     item_type = getattr(plane.preprocess, "item_type", None)
     return predict_request(
         tuple(plane.predictor.feature_shape),
         item_type,
         max_items=plane.max_items,
         value_limit=value_limit(plane.predictor.input_dtype),
+        arrays=arrays,
     )
 
 
@@ -136,7 +148,7 @@ def add_prediction_routes(
     sample = plane.to_input(sample_input)
     sample_answer = plane.predict_input(sample)
     sample_scores = sample_answer.scores
-    PredictRequest = request_model(plane)
+    PredictRequest = request_model(plane, arrays=True)  # the endpoints below only hand `data` to the plane
     add_info_routes(router, plane, sample_input, sample, sample_answer)
 
     @router.get("/predict/test", response_model=scores_response)

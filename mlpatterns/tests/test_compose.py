@@ -29,7 +29,10 @@ APP = {"build": ".", "command": ["python", "-m", "app"]}
 
 @pytest.mark.parametrize(
     "compose_file",
-    [*sorted(REPO_ROOT.glob("chapter*/*/docker-compose.yml")), REPO_ROOT / "mlpatterns/bench/docker-compose.yml"],
+    [
+        *sorted(REPO_ROOT.glob("chapter*/*/docker-compose.yml")),
+        *sorted(REPO_ROOT.glob("mlpatterns/bench/**/docker-compose.yml")),
+    ],
     ids=lambda path: str(path.relative_to(REPO_ROOT)),
 )
 def test_every_compose_file_of_the_repository_is_accepted(compose_file):
