@@ -46,7 +46,8 @@ class PredictRequestRoute(APIRoute):
 
     async def answer(self, body: bytes) -> Response | None:
         """The endpoint's answer to a JSON body, or None for a body that does not validate."""
-        request = self.parse_arrays(body) if self.parse_arrays is not None else None
+        # A row or two validate faster than they parse into an array; a batch the other way round.
+        request = self.parse_arrays(body) if self.parse_arrays is not None and len(body) > 256 else None
         if request is None:
             try:
                 request = self.request_model.model_validate_json(body)

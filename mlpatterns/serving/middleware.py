@@ -348,11 +348,30 @@ class RequestBodyMiddleware:
                 started = True
                 await send(message)
 
+        # The first read is made here. The usual body comes whole with its headers: the app then gets it back,
+        # and the connection's own receive and send, with nothing left to bound.
         try:
-            await self.app(scope, bounded_receive, guarded_send)
-        except Exception:
-            if outcome is None:
-                raise
+            first = await bounded_receive()
+        except (_BodyTimeout, PayloadTooLarge):
+            first = None
+        if outcome is None and body_done:
+            await self.app(scope, _replay(first["body"], True, receive), send)
+            return
+        if outcome is None:
+            replayed = False
+
+            async def rest_of_body() -> Message:
+                nonlocal replayed
+                if replayed:
+                    return await bounded_receive()
+                replayed = True
+                return first
+
+            try:
+                await self.app(scope, rest_of_body, guarded_send)
+            except Exception:
+                if outcome is None:
+                    raise
         if outcome is None or started:
             return  # an answer is out already: its status is the one counted
         where = f"{scope['method']} {scope['path']}"

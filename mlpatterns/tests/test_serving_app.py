@@ -2,6 +2,7 @@
 input rank, both request paths give the same answers, and bad input is one short 422. Then, on iris rows, the
 exact message of each kind of bad input (the one copy of that table: patterns do not repeat it)."""
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -64,14 +65,46 @@ def test_the_fast_path_parses_with_the_routes_model_and_answers_as_the_standard_
         assert route.request_model is request_model(client.app.state.plane, arrays=True)
         parse = route.parse_arrays
         monkeypatch.setattr(route, "parse_arrays", lambda body, parse=parse: calls.append(body) or parse(body))
-    body = json.dumps({"data": ITEMS})
+    body = json.dumps({"data": ITEMS * 10})  # over 256 bytes: a body the lane parses into an array
     answers = [
         client.post(path, content=body, headers={"content-type": content_type}).json()
         for path in ("/predict", "/predict/label")
         for content_type in ("application/json", "application/json; charset=utf-8")
     ]
-    assert answers[0] == answers[1] and answers[2] == answers[3] == {"prediction": ["b", "a", "c"]}
+    assert answers[0] == answers[1] and answers[2] == answers[3] == {"prediction": ["b", "a", "c"] * 10}
     assert len(calls) == 2  # one per route: the charset variant took FastAPI's standard way
+
+
+def test_the_fast_lane_reads_a_body_in_pieces_and_counts_its_answer_under_the_route(client):
+    app = client.app
+    body = json.dumps({"data": ITEMS * 30}).encode()  # over 256 bytes: parsed straight into an array
+    pieces = [body[:10], body[10:200], body[200:]]
+
+    async def post() -> tuple[int, bytes]:
+        messages = [{"type": "http.request", "body": piece, "more_body": i < 2} for i, piece in enumerate(pieces)]
+        sent = []
+
+        async def receive():
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        scope = {"type": "http", "method": "POST", "path": "/predict/label", "headers": headers, "query_string": b""}
+        await app(scope, receive, send)
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    def answered() -> float:
+        pattern = 'http_requests_total{method="POST",path="/predict/label",status="200"} '
+        lines = [line for line in client.get("/metrics").text.splitlines() if line.startswith(pattern)]
+        return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+    before = answered()
+    status, answer = asyncio.run(post())
+    assert status == 200
+    assert json.loads(answer) == {"prediction": ["b", "a", "c"] * 30}
+    assert answered() == before + 1  # labelled with the route, though the router never saw the request
 
 
 @pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
