@@ -143,7 +143,8 @@ class FastLane:
                 scope["route"] = route  # what the router would have set: the metrics' path label
                 await response(scope, receive, send)
                 return
-        await self.app(scope, _replay(body, complete, receive), send)
+        read = {"type": "http.request", "body": body, "more_body": False} if complete else {"type": "http.disconnect"}
+        await self.app(scope, _replay(read, receive), send)
 
     async def _handled(self, scope: Scope, error: Exception):
         # As Starlette's ExceptionMiddleware looks a handler up: by the error's class, then its bases.
@@ -179,18 +180,16 @@ async def _read_body(receive: Receive) -> tuple[bytes, bool]:
             return b"".join(chunks), True
 
 
-def _replay(body: bytes, complete: bool, receive: Receive) -> Receive:
-    """A receive that gives the body already read again, then whatever the client sends next."""
+def _replay(message: Message, then: Receive) -> Receive:
+    """A receive that gives `message`, read already, first, then whatever `then` gives."""
     replayed = False
 
     async def replay() -> Message:
         nonlocal replayed
         if replayed:
-            return await receive()
+            return await then()
         replayed = True
-        if not complete:
-            return {"type": "http.disconnect"}
-        return {"type": "http.request", "body": body, "more_body": False}
+        return message
 
     return replay
 
@@ -355,20 +354,11 @@ class RequestBodyMiddleware:
         except (_BodyTimeout, PayloadTooLarge):
             first = None
         if outcome is None and body_done:
-            await self.app(scope, _replay(first["body"], True, receive), send)
+            await self.app(scope, _replay(first, receive), send)
             return
         if outcome is None:
-            replayed = False
-
-            async def rest_of_body() -> Message:
-                nonlocal replayed
-                if replayed:
-                    return await bounded_receive()
-                replayed = True
-                return first
-
             try:
-                await self.app(scope, rest_of_body, guarded_send)
+                await self.app(scope, _replay(first, bounded_receive), guarded_send)
             except Exception:
                 if outcome is None:
                     raise
