@@ -205,10 +205,10 @@ def test_the_client_opens_and_closes_with_the_apps_lifespan_around_the_services_
     )
     with TestClient(app) as client:
         upstreams = app.state.upstreams
-        assert not upstreams._client.is_closed
+        assert not upstreams.closed
         assert events == ["service started"]
         assert client.get("/upstreams").json() == {"upstreams": ["prediction"], "ready": True}
-    assert upstreams._client.is_closed
+    assert upstreams.closed
     assert events == ["service started", "service stopped"]
 
 
