@@ -176,12 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         with run_pattern(ECHO, overrides={"echo": {"WORKERS": "1"}}) as run:
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                 figures = runner.run(bench(run.url("echo"), args.seconds, args.warmup, args.rounds))
-    except RunnerError as error:
+    except RunnerError as error:  # the echo did not start (Ctrl-C stops it on the way out too)
         print(error, file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted; the echo server is stopped", file=sys.stderr)
-        return 130
     save_report("hop", render(args, figures, load))
     return 0
 
