@@ -116,12 +116,6 @@ def render(args: argparse.Namespace, workers: str, targets: list[Target], figure
             f"- through the proxy (copying none) / A directly, p50 at c={low}: "
             f"{ratio(unshadowed, direct, low, 'p50_ms')}",
             *(
-                f"- the proxy's p50 over A's asked directly at c={c}: copying every request "
-                f"+{figures[shadowed, c].p50_ms - figures[direct, c].p50_ms:.2f} ms, copying none "
-                f"+{figures[unshadowed, c].p50_ms - figures[direct, c].p50_ms:.2f} ms"
-                for c in CONCURRENCIES
-            ),
-            *(
                 f"- copies, {name}: {c['answered']:,.0f} requests answered, "
                 + ", ".join(f"{c[o]:,.0f} {o}" for o in OUTCOMES)
                 for name, c in counts.items()
