@@ -53,11 +53,11 @@ MIRROR_SECONDS = metrics.histogram(
     "shadow_mirror_seconds", "Time from sending a copy to the shadow to its answer or failure", ["outcome"]
 )
 
-# Hop-by-hop headers (RFC 9110, 7.6.1) are the connection's, not the request's; httpx sets Host and
+# Hop-by-hop headers (RFC 9110, 7.6.1) are the connection's, not the request's; the client sets Host and
 # Content-Length for its own connection, and the core client sets X-Request-ID from the request's context.
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "expect", "x-request-id"}
-# httpx hands on the body decoded (Content-Encoding undone); this server sets Date, Server and X-Request-ID.
+# The client hands on the body decoded (Content-Encoding undone); this server sets Date, Server and X-Request-ID.
 NOT_RETURNED = HOP_BY_HOP | {"content-length", "content-encoding", "date", "server", "x-request-id"}
 WARN_EVERY_SECONDS = 5.0
 
@@ -176,7 +176,7 @@ def add_routes(router: APIRouter) -> None:
             any_status=True,
         )
         response = Response(answer.content, status_code=answer.status_code)
-        response.raw_headers += [(k, v) for k, v in answer.headers.raw if k.decode().lower() not in NOT_RETURNED]
+        response.raw_headers += [(k, v) for k, v in answer.raw_headers if k.decode().lower() not in NOT_RETURNED]
         return response
 
 

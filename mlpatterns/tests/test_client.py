@@ -123,6 +123,17 @@ def test_an_answer_that_is_not_the_json_expected_is_502(upstream):
     )
 
 
+def test_a_body_goes_with_the_type_its_caller_gave_never_a_guessed_one(upstream):
+    """What a proxy passing requests on needs: a body without a Content-Type arrives without one."""
+
+    def received(**kwargs) -> dict:
+        return call({"upstream": upstream.url}, "upstream", "post", "/received", **kwargs)
+
+    assert received(json={"a": 1}) == {"content-type": "application/json", "body": '{"a":1}'}
+    assert received(content=b"a,b", headers={"content-type": "text/csv"}) == {"content-type": "text/csv", "body": "a,b"}
+    assert received(content=b"raw") == {"content-type": None, "body": "raw"}
+
+
 def calls(upstream, key: str) -> int:
     return httpx.get(f"{upstream.url}/calls/{key}").json()["calls"]
 
@@ -205,10 +216,10 @@ def test_the_client_opens_and_closes_with_the_apps_lifespan_around_the_services_
     )
     with TestClient(app) as client:
         upstreams = app.state.upstreams
-        assert not upstreams._client.is_closed
+        assert not upstreams.closed
         assert events == ["service started"]
         assert client.get("/upstreams").json() == {"upstreams": ["prediction"], "ready": True}
-    assert upstreams._client.is_closed
+    assert upstreams.closed
     assert events == ["service started", "service stopped"]
 
 

@@ -80,6 +80,10 @@ def create_upstream_app() -> FastAPI:
         async def echo_body(body: dict):
             return body
 
+        @router.post("/received")
+        async def received(request: Request):
+            return {"content-type": request.headers.get("content-type"), "body": (await request.body()).decode()}
+
     return create_service_app(HttpServiceSettings(), add_routes)
 
 
