@@ -50,6 +50,7 @@ class Target:
     url: str
     pgid: int  # the server's process group, for its CPU time
     headers: dict[str, str] | None = None  # sent on every request (a routing header)
+    body: bytes | None = None  # its own request body, where servers take different formats (else measure's)
 
 
 @dataclass
@@ -64,17 +65,18 @@ class Figures:
     other_cpu: float  # the largest share of the machine used by other processes during a round
 
 
-def measure(targets: list[Target], body: bytes, seconds: float, warmup: float, rounds: int) -> dict:
-    """Load each target in turn at each concurrency, `rounds` times: {(label, connections): Figures}."""
+def measure(targets: list[Target], body: bytes | None, seconds: float, warmup: float, rounds: int) -> dict:
+    """Load each target in turn at each concurrency, `rounds` times: {(label, connections): Figures}.
+    Each target is sent its own body if it has one, else `body`."""
     for target in targets:
         if warmup:  # connections, caches, lazy imports
-            run_wrk(target.url, body, max(CONCURRENCIES), warmup, headers=target.headers)
+            run_wrk(target.url, target.body or body, max(CONCURRENCIES), warmup, headers=target.headers)
     runs: dict[tuple[str, int], list] = {(t.label, c): [] for t in targets for c in CONCURRENCIES}
     for round_number in range(1, rounds + 1):
         for connections in CONCURRENCIES:
             for target in targets:
                 with CpuMeter(target.pgid) as meter:
-                    load = run_wrk(target.url, body, connections, seconds, headers=target.headers)
+                    load = run_wrk(target.url, target.body or body, connections, seconds, headers=target.headers)
                 runs[target.label, connections].append((load, meter.result))
                 print(
                     f"  round {round_number}/{rounds} c={connections:<3} {target.label}: {load.rps:,.0f} req/s, "
