@@ -266,16 +266,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def ratios(servers: list[str], labels: list[str], figures: dict) -> list[str]:
-    """Ours's req/s over the best peer's and over the echo's, at the most connections, per batch size."""
+    """Per batch size, at the most connections: our req/s over the best peer's and the echo's, and the server CPU
+    a request costs the leanest peer over ours (the figure a busy shared machine disturbs least)."""
     high = max(CONCURRENCIES)
     ours, echo, *peers = servers
     lines = []
     for suffix in sorted({label.split(", ", 1)[1] for label in labels}, key=lambda s: int(s.split()[0])):
-        rps = {server: figures[f"{server}, {suffix}", high].rps for server in servers}
-        best = max(peers, key=rps.__getitem__)
+        at_high = {server: figures[f"{server}, {suffix}", high] for server in servers}
+        best = max(peers, key=lambda peer: at_high[peer].rps)
+        leanest = min(peers, key=lambda peer: at_high[peer].cpu_us_per_request)
+        rps, cpu = at_high[ours].rps, at_high[ours].cpu_us_per_request
         lines.append(
-            f"- {suffix} a request, {high} connections: ours {rps[ours]:,.0f} req/s, **{rps[ours] / rps[best]:.1f}x** "
-            f"the best peer's ({best}, {rps[best]:,.0f}); {rps[ours] / rps[echo]:.0%} of the echo floor's"
+            f"- {suffix} a request, {high} connections: ours {rps:,.0f} req/s, **{rps / at_high[best].rps:.1f}x** "
+            f"the best peer's ({best}, {at_high[best].rps:,.0f}); {rps / at_high[echo].rps:.0%} of the echo floor's; "
+            f"server CPU per request {cpu:,.0f} µs, the leanest peer's {at_high[leanest].cpu_us_per_request:,.0f} µs "
+            f"({leanest}, **{at_high[leanest].cpu_us_per_request / cpu:.1f}x** ours)"
         )
     return lines
 

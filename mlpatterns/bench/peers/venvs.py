@@ -8,6 +8,7 @@ numpy versions so that every server runs the same model code. A venv is reused w
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
@@ -29,8 +30,9 @@ def venv_python(peer: Peer, build: Path = BUILD) -> Path:
     return build / peer.name / "venv" / "bin" / "python"
 
 
-def ensure_venv(peer: Peer, build: Path = BUILD, base_python: str = sys.executable) -> Path:
-    """The peer's Python, with its requirements installed; installed first if they are not (progress shown)."""
+def ensure_venv(peer: Peer, build: Path = BUILD, base_python: Sequence[str] = (sys.executable,)) -> Path:
+    """The peer's Python, with its requirements installed; installed first if they are not (progress shown).
+    `base_python`: the command that creates the venv (`<it> -m venv DIR`)."""
     wanted = "\n".join(requirements(peer)) + "\n"
     record = build / peer.name / "installed.txt"
     python = venv_python(peer, build)
@@ -38,7 +40,7 @@ def ensure_venv(peer: Peer, build: Path = BUILD, base_python: str = sys.executab
         return python
     print(f"{peer.name}: installing {' '.join(requirements(peer))} into {python.parent.parent} (once)", flush=True)
     record.unlink(missing_ok=True)
-    _run(peer, [base_python, "-m", "venv", "--clear", str(python.parent.parent)])
+    _run(peer, [*base_python, "-m", "venv", "--clear", str(python.parent.parent)])
     _run(peer, [str(python), "-m", "pip", "install", "--disable-pip-version-check", *requirements(peer)])
     record.write_text(wanted)
     return python
