@@ -156,12 +156,19 @@ def parse_run_options(parser: argparse.ArgumentParser, argv: list[str] | None) -
     return args
 
 
-def bench_command(doc: str, argv: list[str] | None, bench: Callable[[argparse.Namespace], int]) -> int:
+def bench_command(
+    doc: str,
+    argv: list[str] | None,
+    bench: Callable[[argparse.Namespace], int],
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> int:
     """The frame of a pattern's own bench.py, whose `main` is `return bench_command(__doc__, argv, bench)`: the
     options of `measure` (--seconds, --rounds, --warmup), signals that stop every server it started, and wrk;
     `bench(args)` starts what it measures and returns the exit status. Without wrk it exits 2, with a pattern that
-    does not start 1."""
+    does not start 1. `options(parser)` adds a command's own options."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if options is not None:
+        options(parser)
     add_run_options(parser)
     args = parse_run_options(parser, argv)
     stop_on_signals()

@@ -57,7 +57,8 @@ PEERS = {
         Peer(
             name="mlserver",
             title="MLServer 1.7.1",
-            requirements=("mlserver==1.7.1", "uvloop==0.21.0"),  # MLServer 1.7.1 fails on uvloop 0.22 and later
+            # Its parallel workers call uvloop.install(): 0.21 is the last uvloop they run on (the finding).
+            requirements=("mlserver==1.7.1", "uvloop==0.21.0"),
             server="mlserver_server.py",
             ready_path="/v2/health/ready",
             predict_path="/v2/models/iris/infer",

@@ -40,15 +40,14 @@ from mlpatterns.bench.run import (
     ECHO,
     Target,
     _cpu_model,
-    add_run_options,
+    bench_command,
     figures_table,
     measure,
-    parse_run_options,
     save_report,
 )
-from mlpatterns.bench.wrk import WrkMissing, ensure_wrk
+from mlpatterns.bench.wrk import ensure_wrk
 from mlpatterns.runner.backing import free_port
-from mlpatterns.runner.run import RunnerError, run_pattern, stop_on_signals
+from mlpatterns.runner.run import RunnerError, run_pattern
 from mlpatterns.settings import IRIS_SAMPLE
 
 WEB_SINGLE = "chapter4_serving_patterns/web_single_pattern"
@@ -176,25 +175,20 @@ def wait_ready(run, peer: Peer, url: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mlpatterns.bench.peers",
-        description=__doc__.splitlines()[0] + " The first run installs each peer from PyPI into build/peers/.",
-    )
+    return bench_command(__doc__, argv, bench, options=peer_options)
+
+
+def peer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--peers",
         type=parse_peers,
         default=list(PEERS),
-        help=f"which peers, separated by commas (default: {','.join(PEERS)})",
+        help=f"which peers, separated by commas (default: {','.join(PEERS)}); the first run installs each from PyPI "
+        "into build/peers/",
     )
-    add_run_options(parser)
-    args = parse_run_options(parser, argv)
-    try:
-        ensure_wrk()
-    except WrkMissing as error:
-        print(error, file=sys.stderr)
-        return 2
-    stop_on_signals()
 
+
+def bench(args: argparse.Namespace) -> int:
     skipped: dict[str, str] = {}
     pythons: dict[str, Path] = {}
     for name in args.peers:
@@ -251,9 +245,6 @@ def main(argv: list[str] | None = None) -> int:
             figures = measure(targets, None, args.seconds, args.warmup, args.rounds)
     except AnswerMismatch as error:
         print(f"ERROR: {error}", file=sys.stderr)
-        return 1
-    except RunnerError as error:
-        print(error, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; the servers are stopped", file=sys.stderr)
