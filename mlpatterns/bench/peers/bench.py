@@ -189,47 +189,15 @@ def peer_options(parser: argparse.ArgumentParser) -> None:
 
 
 def bench(args: argparse.Namespace) -> int:
-    skipped: dict[str, str] = {}
-    pythons: dict[str, Path] = {}
-    for name in args.peers:
-        try:
-            pythons[name] = ensure_venv(PEERS[name])
-        except PeerUnavailable as error:
-            print(f"SKIPPED {error}", file=sys.stderr)
-            skipped[name] = str(error)
-    batches = [IRIS_SAMPLE, batch_rows()]
     try:
+        pythons, skipped = install(args.peers)
         with ExitStack() as stack:
-            print("starting ours (web_single) and the echo floor...", flush=True)
-            ours = stack.enter_context(run_pattern(WEB_SINGLE, free_ports=True))
-            echo = stack.enter_context(run_pattern(ECHO, overrides={"echo": {"WORKERS": str(WORKERS)}}))
-            servers = [
-                Server(
-                    "ours (web_single)",
-                    ours.url("web") + "/predict",
-                    ours.running["web"].process.pid,
-                    data_request,
-                    prediction_of,
-                ),
-                Server(
-                    "FastAPI JSON echo (floor)",
-                    echo.url("echo") + "/echo",
-                    echo.running["echo"].process.pid,
-                    data_request,
-                    None,
-                ),
-            ]
-            for name, python in pythons.items():
-                print(f"starting {name}...", flush=True)
-                try:
-                    servers.append(start_peer(stack, PEERS[name], python))
-                except PeerUnavailable as error:
-                    print(f"SKIPPED {error}", file=sys.stderr)
-                    skipped[name] = str(error)
+            servers = start_servers(stack, pythons, skipped)
             if len(servers) == 2:
                 print("no peer could be installed or started: nothing to compare with", file=sys.stderr)
                 return 1
             print(f"checking that every server answers our probabilities (to {TOLERANCE:g})...", flush=True)
+            batches = [IRIS_SAMPLE, batch_rows()]
             check_answers(servers, batches)
             targets = [
                 Target(
@@ -254,6 +222,49 @@ def bench(args: argparse.Namespace) -> int:
     for (label, connections), errors in failed.items():
         print(f"ERROR: {label} at c={connections}: {errors} non-2xx answers or socket errors", file=sys.stderr)
     return 1 if failed else 0
+
+
+def install(names: list[str]) -> tuple[dict[str, Path], dict[str, str]]:
+    """Each peer's Python, installing what is missing; ({name: python}, {name: why it is skipped})."""
+    pythons, skipped = {}, {}
+    for name in names:
+        try:
+            pythons[name] = ensure_venv(PEERS[name])
+        except PeerUnavailable as error:
+            print(f"SKIPPED {error}", file=sys.stderr)
+            skipped[name] = str(error)
+    return pythons, skipped
+
+
+def start_servers(stack: ExitStack, pythons: dict[str, Path], skipped: dict[str, str]) -> list[Server]:
+    """Ours, the echo floor, then every peer that starts (one that does not joins `skipped`), in that order."""
+    print("starting ours (web_single) and the echo floor...", flush=True)
+    ours = stack.enter_context(run_pattern(WEB_SINGLE, free_ports=True))
+    echo = stack.enter_context(run_pattern(ECHO, overrides={"echo": {"WORKERS": str(WORKERS)}}))
+    servers = [
+        Server(
+            "ours (web_single)",
+            ours.url("web") + "/predict",
+            ours.running["web"].process.pid,
+            data_request,
+            prediction_of,
+        ),
+        Server(
+            "FastAPI JSON echo (floor)",
+            echo.url("echo") + "/echo",
+            echo.running["echo"].process.pid,
+            data_request,
+            None,
+        ),
+    ]
+    for name, python in pythons.items():
+        print(f"starting {name}...", flush=True)
+        try:
+            servers.append(start_peer(stack, PEERS[name], python))
+        except PeerUnavailable as error:
+            print(f"SKIPPED {error}", file=sys.stderr)
+            skipped[name] = str(error)
+    return servers
 
 
 def ratios(servers: list[str], labels: list[str], figures: dict) -> list[str]:
