@@ -32,6 +32,9 @@ HAPROXY_DIR = os.path.join(RAY_DIR, "haproxy")
 # would otherwise put at fixed ports (8404, 9101, 8500, 9500) and in /tmp/haproxy-serve, shared by every Serve.
 os.environ.update(
     TMPDIR=RAY_DIR,
+    # A single-node cluster on loopback, as Ray runs on macOS and Windows: here it would talk to itself over the
+    # machine's network address, and the bench sends nothing beyond 127.0.0.1.
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
     RAY_SERVE_ENABLE_HA_PROXY="1",
     RAY_SERVE_THROUGHPUT_OPTIMIZED="1",
     RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=os.path.join(HAPROXY_DIR, "haproxy.cfg"),
@@ -88,7 +91,10 @@ def main() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # Ray's threads inherit the mask: sigwait below takes them
     try:
         ray.init(
-            num_cpus=replicas, include_dashboard=False, _temp_dir=os.path.join(RAY_DIR, "ray"), log_to_driver=False
+            num_cpus=replicas,
+            include_dashboard=False,
+            _temp_dir=os.path.join(RAY_DIR, "ray"),
+            log_to_driver=False,
         )
         serve.start(http_options={"host": "127.0.0.1", "port": int(os.environ["PORT"])})
         app = Iris.options(num_replicas=replicas).bind(os.path.abspath(os.environ["MODEL_PATH"]))
