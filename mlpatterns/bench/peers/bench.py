@@ -317,7 +317,12 @@ def render(args, servers: list[str], labels: list[str], figures: dict, skipped: 
         f"server's own format; each figure is the median of {args.rounds} runs of {args.seconds:g} s, the servers "
         f"loaded in turn, after a {args.warmup:g} s warm-up each",
         f"- other processes used up to {other:.0%} of the machine's CPU during a run"
-        + (" (WARNING: a busy machine; run again when it is quiet)" if other > 0.10 else ""),
+        + (
+            " (WARNING: a busy machine; run again when it is quiet. Meanwhile read the server CPU per request: "
+            "req/s then favours the server with more threads and processes, among which the kernel shares the CPU)"
+            if other > 0.10
+            else ""
+        ),
         "",
         *figures_table(labels, figures),
         "",
