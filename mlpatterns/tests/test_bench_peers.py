@@ -18,6 +18,9 @@ import pytest
 from mlpatterns.bench import cpu
 from mlpatterns.bench.peers import PEERS, data_request, prediction_of
 from mlpatterns.bench.peers.bench import (
+    MODEL_PATH,
+    WEB_SINGLE,
+    WORKERS,
     AnswerMismatch,
     Server,
     batch_rows,
@@ -29,7 +32,8 @@ from mlpatterns.bench.peers.bench import (
 )
 from mlpatterns.bench.peers.venvs import PeerUnavailable, ensure_venv, requirements
 from mlpatterns.bench.run import Figures
-from mlpatterns.runner.run import run_pattern
+from mlpatterns.runner.compose import load_services
+from mlpatterns.runner.run import REPO_ROOT, run_pattern
 from mlpatterns.settings import IRIS_SAMPLE
 
 
@@ -46,6 +50,11 @@ def test_an_unknown_peer_stops_the_command_before_anything_is_installed(capsys):
         main(["--peers", "mlserver,triton"])
     assert stopped.value.code == 2
     assert "triton: name one or more of mlserver, bentoml, ray" in capsys.readouterr().err
+
+
+def test_the_peers_serve_the_model_of_web_single_with_as_many_workers():
+    service = load_services(REPO_ROOT / WEB_SINGLE / "docker-compose.yml")[0]
+    assert (service.environment["MODEL_PATH"], service.environment["WORKERS"]) == (MODEL_PATH, str(WORKERS))
 
 
 def test_the_batch_is_a_hundred_iris_rows_of_every_class_the_same_each_run():

@@ -10,7 +10,8 @@
    and must answer our probabilities to 1e-6: any difference stops the bench before a figure is taken.
 4. wrk loads each server in turn, one row and then 100 rows a request, at 1 and 32 connections, round after
    round (the core's `measure`), so a slow spell of a shared machine hits all alike.
-5. The table, and our req/s over the best peer's at 32 connections, go to build/bench/peers.md.
+5. The table goes to build/bench/peers.md, with our req/s over the best peer's at 32 connections, and the server
+   CPU a request costs the leanest peer over ours (on a busy shared machine, the figure to read).
 """
 
 import argparse
