@@ -139,12 +139,14 @@ def start_peer(stack: ExitStack, peer: Peer, python: Path) -> Server:
     try:
         run = own.enter_context(run_pattern(folder, free_ports=True))
         wait_ready(run, peer, f"http://127.0.0.1:{port}{peer.ready_path}")
-    except (RunnerError, PeerUnavailable) as error:
+    except BaseException as error:  # a Ctrl-C while it starts stops it too
         try:
             own.close()
         except RunnerError:
             pass  # the exit it reports is the error already in hand
-        raise PeerUnavailable(str(error)) from None
+        if isinstance(error, RunnerError | PeerUnavailable):
+            raise PeerUnavailable(str(error)) from None
+        raise
     stack.enter_context(own)
     return Server(
         peer.title,
