@@ -4,7 +4,7 @@ Environment: PORT (where Serve's HAProxy listens), MODEL_PATH, WORKERS (replicas
 /tmp/ray-* of its own, removed on the way out. Settings, from Ray Serve's documentation:
 RAY_SERVE_ENABLE_HA_PROXY=1 and RAY_SERVE_THROUGHPUT_OPTIMIZED=1 ("Enable High Throughput on Ray Serve",
 docs.ray.io, Ray 2.55 and later), the access log off (`LoggingConfig.enable_access_log`). One local cluster with
-a CPU per replica; `max_ongoing_requests` is Serve's default (5 a replica: HAProxy queues the rest).
+a CPU per replica; `max_ongoing_requests` is left at Serve's default (5 a replica).
 
 Ray's actors lead process groups of their own, and HAProxy is a child of one of them: a signal to this
 process's group alone would leave them running. So on SIGTERM or SIGINT this driver kills every process of its
