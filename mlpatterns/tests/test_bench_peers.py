@@ -6,11 +6,15 @@ CPU meter follows workers that leave the server's session.
 """
 
 import argparse
+import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +33,7 @@ from mlpatterns.bench.peers.bench import (
     main,
     parse_peers,
     render,
+    start_peer,
 )
 from mlpatterns.bench.peers.venvs import PeerUnavailable, ensure_venv, requirements
 from mlpatterns.bench.run import Figures
@@ -180,3 +185,25 @@ def test_the_cpu_meter_counts_workers_that_lead_sessions_of_their_own():
                 os.kill(pid, signal.SIGKILL)  # reaped by the server's exit: init adopts it
         server.kill()
         server.wait()
+
+
+def test_a_peer_that_will_not_start_is_reported_with_its_log_and_nothing_is_left_running(tmp_path):
+    """A server that leaves a worker behind and exits: the bench reports its log and stops the worker."""
+    server = tmp_path / "broken_server.py"
+    server.write_text(
+        "import os, subprocess, sys\n"
+        "worker = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print('worker', worker.pid, 'cannot load', os.environ['MODEL_PATH'], flush=True)\n"
+        "raise SystemExit(4)\n"
+    )
+    peer = dataclasses.replace(PEERS["bentoml"], name="broken", server=str(server))  # an absolute path stays so
+    with ExitStack() as stack:
+        with pytest.raises(
+            PeerUnavailable, match=f"(?s)broken exited before it served.*cannot load {MODEL_PATH}"
+        ) as failed:
+            start_peer(stack, peer, Path(sys.executable))
+        worker = Path("/proc", re.search(r"worker (\d+)", str(failed.value)).group(1))
+        deadline = time.monotonic() + 15
+        while worker.exists() and time.monotonic() < deadline:  # TERM to its group, then reaped by init
+            time.sleep(0.1)
+        assert not worker.exists()
