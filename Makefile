@@ -2,7 +2,7 @@
 PYTHON := .venv/bin/python
 P ?=
 
-.PHONY: help setup models demo up lint test images bench clean
+.PHONY: help setup models demo up lint test images bench bench-peers clean
 
 help:
 	@echo "make demo            set up, then run every pattern's demo locally (P=<dir> for one)"
@@ -11,6 +11,7 @@ help:
 	@echo "make lint            ruff: lint and format check of the whole tree"
 	@echo "make up P=<dir>      run a pattern locally until Ctrl-C (FREE_PORTS=1 if its ports are taken)"
 	@echo "make bench P=<dir>   benchmark a serving pattern against its floors (its own bench.py, if it has one)"
+	@echo "make bench-peers     web_single beside MLServer, BentoML, Ray Serve (PEERS=mlserver,...; installs them from PyPI once)"
 	@echo "make setup | models  install what is needed | (re)build the models that are out of date"
 
 setup:
@@ -42,6 +43,9 @@ images: setup
 bench: setup
 	@test -n "$(P)" || { echo "usage: make bench P=<pattern dir>"; exit 2; }
 	$(if $(wildcard $(P)/bench.py),$(PYTHON) -m $(subst /,.,$(P:%/=%)).bench,$(PYTHON) -m mlpatterns.bench $(P))
+
+bench-peers: setup
+	$(PYTHON) -m mlpatterns.bench.peers $(if $(PEERS),--peers $(PEERS))
 
 clean:
 	rm -rf models build .pytest_cache

@@ -20,17 +20,28 @@ def _machine_busy() -> float:
 
 
 def _group_cpu(pgid: int) -> float:
-    """CPU seconds used so far by the live processes of one process group (a server and its workers)."""
-    total = 0.0
+    """CPU seconds used so far by the live processes of a server: its process group (a server and its workers)
+    and every process descended from its leader, for servers that start workers in sessions of their own
+    (BentoML's, Ray's actors)."""
+    processes: dict[int, tuple[int, int, float]] = {}  # pid -> (parent pid, process group, CPU seconds)
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/stat") as stat:
                 fields = stat.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
         except OSError:
             continue  # it ended meanwhile
-        if int(fields[2]) == pgid:
-            total += (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
-    return total
+        processes[int(pid)] = (int(fields[1]), int(fields[2]), (int(fields[11]) + int(fields[12])) / TICK)
+    members = {pid for pid, (_, group, _) in processes.items() if group == pgid}
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in processes.items():
+        children.setdefault(parent, []).append(pid)
+    pending = list(members)
+    while pending:
+        for child in children.get(pending.pop(), []):
+            if child not in members:
+                members.add(child)
+                pending.append(child)
+    return sum(processes[pid][2] for pid in members)
 
 
 def _own_and_children() -> float:

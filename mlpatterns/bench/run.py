@@ -55,6 +55,7 @@ class Target:
     url: str
     pgid: int  # the server's process group, for its CPU time
     headers: dict[str, str] | None = None  # sent on every request (a routing header)
+    body: bytes | None = None  # its own request body, where servers take different formats (else measure's)
 
 
 @dataclass
@@ -69,17 +70,18 @@ class Figures:
     other_cpu: float  # the largest share of the machine used by other processes during a round
 
 
-def measure(targets: list[Target], body: bytes, seconds: float, warmup: float, rounds: int) -> dict:
-    """Load each target in turn at each concurrency, `rounds` times: {(label, connections): Figures}."""
+def measure(targets: list[Target], body: bytes | None, seconds: float, warmup: float, rounds: int) -> dict:
+    """Load each target in turn at each concurrency, `rounds` times: {(label, connections): Figures}.
+    Each target is sent its own body if it has one, else `body`."""
     for target in targets:
         if warmup:  # connections, caches, lazy imports
-            run_wrk(target.url, body, max(CONCURRENCIES), warmup, headers=target.headers)
+            run_wrk(target.url, target.body or body, max(CONCURRENCIES), warmup, headers=target.headers)
     runs: dict[tuple[str, int], list] = {(t.label, c): [] for t in targets for c in CONCURRENCIES}
     for round_number in range(1, rounds + 1):
         for connections in CONCURRENCIES:
             for target in targets:
                 with CpuMeter(target.pgid) as meter:
-                    load = run_wrk(target.url, body, connections, seconds, headers=target.headers)
+                    load = run_wrk(target.url, target.body or body, connections, seconds, headers=target.headers)
                 runs[target.label, connections].append((load, meter.result))
                 print(
                     f"  round {round_number}/{rounds} c={connections:<3} {target.label}: {load.rps:,.0f} req/s, "
@@ -159,12 +161,19 @@ def parse_run_options(parser: argparse.ArgumentParser, argv: list[str] | None) -
     return args
 
 
-def bench_command(doc: str, argv: list[str] | None, bench: Callable[[argparse.Namespace], int]) -> int:
+def bench_command(
+    doc: str,
+    argv: list[str] | None,
+    bench: Callable[[argparse.Namespace], int],
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> int:
     """The frame of a pattern's own bench.py, whose `main` is `return bench_command(__doc__, argv, bench)`: the
     options of `measure` (--seconds, --rounds, --warmup), signals that stop every server it started, and wrk;
     `bench(args)` starts what it measures and returns the exit status. Without wrk it exits 2, with a pattern that
-    does not start 1."""
+    does not start 1. `options(parser)` adds a command's own options."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if options is not None:
+        options(parser)
     add_run_options(parser)
     args = parse_run_options(parser, argv)
     stop_on_signals()

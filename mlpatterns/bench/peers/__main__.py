@@ -1,0 +1,3 @@
+from mlpatterns.bench.peers.bench import main
+
+raise SystemExit(main())
