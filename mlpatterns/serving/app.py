@@ -19,6 +19,7 @@ from mlpatterns.dataplane import Answer, DataPlane, Postprocess, Preprocess
 from mlpatterns.predictor import OnnxPredictor
 from mlpatterns.serving.schemas import Health, LabelsResponse, Metadata, ScoresResponse, predict_request
 from mlpatterns.serving.service import create_service_app
+from mlpatterns.serving.v2 import add_v2_routes
 from mlpatterns.settings import ModelServingSettings
 
 
@@ -152,6 +153,7 @@ def add_prediction_routes(
     add_post_routes(
         router, [("/predict", predict_scores, scores_response), ("/predict/label", predict_label, labels_response)]
     )
+    add_v2_routes(router, plane, sample_input, value_limit=value_limit(plane.predictor.input_dtype))
 
 
 def add_post_routes(router: APIRouter, routes: list[tuple[str, Callable, type[BaseModel]]]) -> None:
