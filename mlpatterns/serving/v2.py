@@ -133,19 +133,7 @@ def add_v2_routes(router: APIRouter, plane: DataPlane, sample_input: list, *, va
         router.add_api_route(path, endpoint, methods=["GET"], response_model=response_model, summary=summary)
         allowed[path] = "GET"
 
-    # The app serves only once its model is loaded (create_serving_app loads it first): live means ready.
-    ready = {200: {"description": "Yes (the body is empty).", "content": None}}
-    for path, summary in [
-        ("/v2/health/live", "Whether the server is live"),
-        ("/v2/health/ready", "Whether every model is ready"),
-        (base + "/ready", "Whether the model is ready"),
-    ]:
-        router.add_api_route(path, _empty, methods=["GET"], response_class=Response, responses=ready, summary=summary)
-        allowed[path] = "GET"
-    server = {"name": "mlpatterns", "version": __version__, "extensions": []}
-    get("/v2", lambda: server, ServerMetadata, "Server metadata (open inference protocol)")
-    get(base, lambda: model.metadata, ModelMetadata, "Model metadata: its input and output tensors")
-
+    # First the busy route: routes are matched in order.
     async def infer(request: Request) -> Response:
         try:
             content = await model.infer(request)
@@ -176,6 +164,19 @@ def add_v2_routes(router: APIRouter, plane: DataPlane, sample_input: list, *, va
     )
     allowed[base + "/infer"] = "POST"
 
+    # The app serves only once its model is loaded (create_serving_app loads it first): live means ready.
+    ready = {200: {"description": "Yes (the body is empty).", "content": None}}
+    for path, summary in [
+        ("/v2/health/live", "Whether the server is live"),
+        ("/v2/health/ready", "Whether every model is ready"),
+        (base + "/ready", "Whether the model is ready"),
+    ]:
+        router.add_api_route(path, _empty, methods=["GET"], response_class=Response, responses=ready, summary=summary)
+        allowed[path] = "GET"
+    server = {"name": "mlpatterns", "version": __version__, "extensions": []}
+    get("/v2", lambda: server, ServerMetadata, "Server metadata (open inference protocol)")
+    get(base, lambda: model.metadata, ModelMetadata, "Model metadata: its input and output tensors")
+
     # Last: whatever no route above matched, answered as the protocol answers (a model server says which models
     # it has).
     @router.api_route("/v2/models/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
@@ -200,7 +201,10 @@ class _Model:
                 None if value_limit is None else {"exclusiveMinimum": -value_limit, "exclusiveMaximum": value_limit}
             )
             item, self.datatype = feature(bounds), datatype(predictor.input_dtype)
-            self.item_shape, self.dtype = predictor.feature_shape, np.dtype(predictor.input_dtype)
+            self.item_shape = predictor.feature_shape
+            # Numbers are read as float64, exact for any JSON number; the data plane casts them to the model's
+            # dtype and refuses what overflows it, as it does for /predict.
+            self.dtype = np.dtype(np.float64 if np.dtype(predictor.input_dtype).kind == "f" else predictor.input_dtype)
         sample = plane.predict(sample_input)  # the answer's outputs and parameters, once
         self.outputs = {
             LABEL_OUTPUT: TensorMetadata(name=LABEL_OUTPUT, datatype="BYTES", shape=[-1]),
@@ -284,9 +288,10 @@ class _Model:
         content = {"model_name": answer.model, "outputs": self._outputs(answer, wanted)}
         if parsed.id is not None:
             content["id"] = parsed.id
-        parameters = {name: value for name, value in answer.extra.items() if _is_parameter(value)}
-        if parameters:
-            content["parameters"] = parameters
+        if answer.extra:
+            parameters = {name: value for name, value in answer.extra.items() if _is_parameter(value)}
+            if parameters:
+                content["parameters"] = parameters
         return content
 
     def _parse(self, body: bytes) -> BaseModel:
@@ -301,20 +306,17 @@ class _Model:
 
     def _batch(self, shape: list[int], data: list) -> np.ndarray | list:
         """The tensor as the data plane's batch (the encoded items themselves where a preprocess hook takes them)."""
-        expected = [-1, *self.item_shape]
-        if any(e != -1 and e != got for e, got in zip(expected, shape, strict=True)):
-            raise InvalidInput(f"inputs[0].shape: the model takes {expected}; got {shape}")
+        if shape[1:] != self.item_shape and any(
+            e not in (-1, got) for e, got in zip(self.item_shape, shape[1:], strict=True)
+        ):
+            raise InvalidInput(f"inputs[0].shape: the model takes {[-1, *self.item_shape]}; got {shape}")
         size = math.prod(shape)
         if self.dtype is None or not data or not isinstance(data[0], list):
             if len(data) != size:
                 raise InvalidInput(f"inputs[0]: shape {shape} holds {size} values; data has {len(data)}")
-            if self.dtype is None:
-                return data
-            with np.errstate(over="ignore"):  # a value too large for the dtype becomes inf, refused by the plane
-                return np.asarray(data, self.dtype).reshape(shape)
+            return data if self.dtype is None else np.asarray(data, self.dtype).reshape(shape)
         try:
-            with np.errstate(over="ignore"):
-                batch = np.asarray(data, self.dtype)
+            batch = np.asarray(data, self.dtype)
         except ValueError:
             raise InvalidInput("inputs[0].data: nested lists of unequal length") from None
         if list(batch.shape) != shape:
