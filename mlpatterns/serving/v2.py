@@ -122,11 +122,20 @@ class InferenceError(BaseModel):
     error: str = Field(description="What went wrong, in one sentence.")
 
 
-def add_v2_routes(router: APIRouter, plane: DataPlane, sample_input: list, *, value_limit: float | None) -> None:
-    """The protocol's routes for `plane`'s model; `sample_input` (a batch of /predict's items) is the request
-    example, `value_limit` the magnitude from which a value is out of the model's dtype (as for /predict)."""
-    model = _Model(plane, sample_input, value_limit)
-    base = f"/v2/models/{plane.name}"
+def add_v2_routes(
+    router: APIRouter,
+    plane: DataPlane,
+    sample_input: list | np.ndarray,
+    *,
+    value_limit: float | None,
+    name: str | None = None,
+) -> None:
+    """The protocol's routes for `plane`'s model, named `name` (by default the plane's name); `sample_input` (a
+    batch of /predict's items) is the request example, `value_limit` the magnitude from which a value is out of
+    the model's dtype (as for /predict)."""
+    name = name or plane.name
+    model = _Model(plane, name, sample_input, value_limit)
+    base = f"/v2/models/{name}"
     allowed = {}  # path -> its method, for a 405 from the catch-all below
 
     def get(path: str, endpoint: Callable, response_model: Any, summary: str) -> None:
@@ -184,14 +193,15 @@ def add_v2_routes(router: APIRouter, plane: DataPlane, sample_input: list, *, va
         path = request.url.path
         if path in allowed:
             return _error(405, f"{path} takes {allowed[path]}", headers={"Allow": allowed[path]})
-        return _error(404, f"no model at {path}: this server serves {plane.name!r} (GET {base})")
+        return _error(404, f"no model at {path}: this server serves {name!r} (GET {base})")
 
 
 class _Model:
     """One model as the protocol sees it: its metadata, its request models and its inference."""
 
-    def __init__(self, plane: DataPlane, sample_input: list, value_limit: float | None):
+    def __init__(self, plane: DataPlane, name: str, sample_input: list | np.ndarray, value_limit: float | None):
         self.plane = plane
+        self.name = name
         predictor = plane.predictor
         self.input_name = predictor.input_name
         if plane.preprocess is not None:  # items are encoded (base64 images): a 1-D tensor of strings
@@ -212,13 +222,13 @@ class _Model:
                 name=predictor.score_output, datatype=datatype(sample.scores.dtype), shape=[-1, sample.scores.shape[1]]
             ),
         }
-        for name, value in sample.extra.items():
+        for field, value in sample.extra.items():
             if not _is_parameter(value):
                 value = np.asarray(value)
                 shape = [-1, *value.shape[1:]]
-                self.outputs[name] = TensorMetadata(name=name, datatype=datatype(value.dtype), shape=shape)
+                self.outputs[field] = TensorMetadata(name=field, datatype=datatype(value.dtype), shape=shape)
         self.metadata = ModelMetadata(
-            name=plane.name,
+            name=self.name,
             platform=PLATFORM,
             inputs=[TensorMetadata(name=self.input_name, datatype=self.datatype, shape=[-1, *self.item_shape])],
             outputs=list(self.outputs.values()),
@@ -265,7 +275,7 @@ class _Model:
             ),
         )
 
-    def _example(self, sample_input: list) -> dict | None:
+    def _example(self, sample_input: list | np.ndarray) -> dict | None:
         """The sample batch as a request: flat, where it is small enough to read in the API docs."""
         if self.dtype is None:
             return None  # an image, kilobytes of base64
@@ -285,7 +295,7 @@ class _Model:
         tensor = parsed.inputs[0]
         answer = await self.plane.predict_async(self._batch(tensor.shape, tensor.data))
         wanted = [output.name for output in parsed.outputs] if parsed.outputs else list(self.outputs)
-        content = {"model_name": answer.model, "outputs": self._outputs(answer, wanted)}
+        content = {"model_name": self.name, "outputs": self._outputs(answer, wanted)}
         if parsed.id is not None:
             content["id"] = parsed.id
         if answer.extra:
@@ -341,12 +351,20 @@ def _is_parameter(value) -> bool:
 
 
 def _describe(error: ValidationError) -> str:
-    """The first error of a request in one sentence: where, then what (pydantic's message)."""
-    first = error.errors(include_url=False)[0]
-    if first["type"] == "json_invalid":
-        return f"JSON decode error: {first.get('ctx', {}).get('error', 'not JSON')}"
-    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
-    return f"{where or 'body'}: {_PYTHON_MESSAGES.get(first['type'], first['msg'])}"
+    """A request's errors in one line, each where, then what (pydantic's message); the first few only (each list
+    of values stops at its first bad one anyway)."""
+    errors = error.errors(include_url=False)
+    if errors[0]["type"] == "json_invalid":
+        return f"JSON decode error: {errors[0].get('ctx', {}).get('error', 'not JSON')}"
+    described = []
+    for each in errors[:MAX_ERRORS]:
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in each["loc"]).lstrip(".")
+        described.append(f"{where or 'body'}: {_PYTHON_MESSAGES.get(each['type'], each['msg'])}")
+    more = len(errors) - MAX_ERRORS
+    return "; ".join(described) + (f"; and {more} more" if more > 0 else "")
+
+
+MAX_ERRORS = 4
 
 
 # pydantic words a few type errors of JSON input in JSON's terms ("an object", "a valid array"); every other answer

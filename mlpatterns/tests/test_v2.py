@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from mlpatterns.images import ImagePreprocessor, encode_png
 from mlpatterns.serving.app import create_serving_app
+from mlpatterns.serving.tensor_service import TensorServiceSettings, create_tensor_app
 from mlpatterns.settings import ModelServingSettings
 from mlpatterns.tests.test_dataplane import COLOURS, IMAGE_SHAPE, channel_model, image
 
@@ -80,7 +81,10 @@ def test_the_protocols_example_for_another_model_is_a_400_that_says_why(client):
     }
     answer = client.post(INFER, json=example)
     assert answer.status_code == 400
-    assert answer.json() == {"error": "inputs: List should have at most 1 item after validation, not 2"}
+    assert answer.json() == {
+        "error": "inputs: List should have at most 1 item after validation, not 2; "
+        "outputs[0].name: Input should be 'label' or 'probabilities'"
+    }
 
 
 def test_nested_and_flat_data_are_one_tensor(client):
@@ -245,3 +249,37 @@ def test_an_image_model_takes_a_bytes_tensor_of_encoded_images_and_answers_the_h
         assert refused.status_code == 400 and "item 1" in refused.json()["error"], refused.text
         refused = client.post("/v2/models/colours/infer", json={"inputs": [tensor([red], [2], "x", "BYTES")]})
         assert refused.json() == {"error": "inputs[0]: shape [2] holds 2 values; data has 1"}
+
+
+def test_the_tensor_service_answers_a_json_tensor_as_its_binary_one():
+    with TestClient(create_tensor_app(TensorServiceSettings())) as client:
+        assert client.get("/v2/models/cifar10").json()["inputs"] == [
+            {"name": "input", "datatype": "FP32", "shape": [-1, 3, 32, 32]}
+        ]
+        pixels = np.random.default_rng(3).integers(0, 256, (2, 3, 32, 32)).astype(np.float32)
+        headers = {
+            "content-type": "application/octet-stream",
+            "X-Tensor-Shape": "2,3,32,32",
+            "X-Tensor-Dtype": "float32",
+        }
+        binary = client.post("/predict", content=pixels.tobytes(), headers=headers).json()
+        answer = outputs(
+            client.post(
+                "/v2/models/cifar10/infer", json={"inputs": [tensor(pixels.ravel().tolist(), [2, 3, 32, 32], "input")]}
+            )
+        )
+        assert answer["label"]["data"] == binary["labels"]
+        np.testing.assert_array_equal(
+            np.float32(answer["probabilities"]["data"]).reshape(2, 10), np.float32(binary["prediction"])
+        )
+
+
+def test_a_served_name_stands_for_the_model_in_paths_and_answers():
+    """Arms of an A/B split answer under one name; each still says which it is, in the postprocess hook's field."""
+    settings = ModelServingSettings(model_name="iris_rf.onnx", served_model_name="iris")
+    app = create_serving_app(settings, postprocess=lambda answer, batch: answer.with_extra(mode=answer.model))
+    with TestClient(app) as client:
+        assert client.get("/v2/models/iris").json()["name"] == "iris"
+        answer = client.post("/v2/models/iris/infer", json={"inputs": [tensor(ROWS[0], [1, 4])]}).json()
+        assert (answer["model_name"], answer["parameters"]) == ("iris", {"mode": "iris_rf.onnx"})
+        assert client.get("/v2/models/iris_rf.onnx").status_code == 404
