@@ -193,6 +193,10 @@ def add_v2_routes(
         path = request.url.path
         if path in allowed:
             return _error(405, f"{path} takes {allowed[path]}", headers={"Allow": allowed[path]})
+        if path.startswith(base + "/versions/"):  # /v2/models/iris_svc/versions/1/infer -> .../iris_svc/infer
+            after_version = path.removeprefix(base + "/versions/").partition("/")[2]
+            unversioned = f"{base}/{after_version}".rstrip("/")
+            return _error(404, f"{name!r} has no versions to choose from: use {unversioned}")
         return _error(404, f"no model at {path}: this server serves {name!r} (GET {base})")
 
 

@@ -188,7 +188,12 @@ def test_another_model_is_a_404_and_a_wrong_method_a_405(client):
         assert answer.json() == {
             "error": f"no model at {path}: this server serves 'iris_svc' (GET /v2/models/iris_svc)"
         }
-    assert client.get("/v2/models/iris_svc/versions/1").status_code == 404  # no versions
+    for path, unversioned in [("/versions/1", ""), ("/versions/2/infer", "/infer"), ("/versions/1/ready", "/ready")]:
+        answer = client.post("/v2/models/iris_svc" + path)
+        assert answer.status_code == 404
+        assert answer.json() == {
+            "error": f"'iris_svc' has no versions to choose from: use /v2/models/iris_svc{unversioned}"
+        }
     answer = client.get(INFER)
     assert (answer.status_code, answer.headers["allow"]) == (405, "POST")
     assert answer.json() == {"error": f"{INFER} takes POST"}
