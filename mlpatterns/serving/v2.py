@@ -1,6 +1,7 @@
 """The open inference protocol (V2: the REST API of KServe, Triton and MLServer) beside the book's paths, so that
-their clients talk to any serving pattern unchanged. `add_v2_routes(router, plane, ...)` adds, for the plane's
-model (here iris_svc):
+their clients talk to any serving pattern unchanged. The shared serving app (`create_serving_app`) and the tensor
+service call `add_v2_routes(router, plane, ...)`, which adds, for the plane's model (here iris_svc; a setting,
+SERVED_MODEL_NAME, gives it another name, one for both arms of an A/B test):
 
     GET  /v2/health/live, /v2/health/ready, /v2/models/iris_svc/ready      200, empty body
     GET  /v2                 {"name": "mlpatterns", "version": "0.1.0", "extensions": []}
