@@ -291,12 +291,15 @@ class _Model:
         return {"id": "1", "inputs": [{**tensor, "data": values.reshape(-1).tolist()}]}
 
     async def infer(self, request: Request) -> dict:
-        if "inference-header-content-length" in request.headers:
-            raise InvalidInput("the binary tensor extension is not supported: send the tensors as JSON")
         body = await request.body()
         if not body:
             raise InvalidInput("body: Field required (an inference request, a JSON object with `inputs`)")
-        parsed = self._parse(body)
+        try:
+            parsed = self._parse(body)
+        except ValidationError:  # binary tensors follow the JSON, which then does not parse: say why
+            if "inference-header-content-length" in request.headers:
+                raise InvalidInput("the binary tensor extension is not supported: send the tensors as JSON") from None
+            raise
         tensor = parsed.inputs[0]
         answer = await self.plane.predict_async(self._batch(tensor.shape, tensor.data))
         wanted = [output.name for output in parsed.outputs] if parsed.outputs else list(self.outputs)

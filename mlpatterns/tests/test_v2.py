@@ -176,7 +176,10 @@ def test_bodies_that_are_no_inference_request(client, body, error):
 
 
 def test_binary_tensors_are_refused_with_a_reason(client):
-    answer = client.post(INFER, content=b"{}", headers={"Inference-Header-Content-Length": "2"})
+    body = b'{"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": 16}}]}'
+    answer = client.post(
+        INFER, content=body + np.float32(ROWS[0]).tobytes(), headers={"Inference-Header-Content-Length": str(len(body))}
+    )
     assert answer.status_code == 400
     assert answer.json() == {"error": "the binary tensor extension is not supported: send the tensors as JSON"}
 
