@@ -50,6 +50,12 @@ class ModelServingSettings(HttpServiceSettings):
     model_name: str | None = Field(
         None, description="The model's name in answers and metrics; default: the model file's directory name."
     )
+    served_model_name: str | None = Field(
+        None,
+        description="The model's name in the open inference protocol's paths (/v2/models/NAME/infer) and answers; "
+        "default: model_name. Models that stand in for each other behind one address (the arms of an A/B test) "
+        "share one.",
+    )
     label_path: Path | None = Field(
         None,
         validation_alias=AliasChoices("LABEL_PATH", "LABEL_FILEPATH"),

@@ -147,13 +147,14 @@ def pytest_runtest_makereport(item, call):
 
 def assert_refused(response: httpx.Response, status: int | None = None, message: str | None = None) -> None:
     """Bad input, well answered: a 4xx (`status` if given), never a 5xx, with a short JSON body whose `detail`
-    is not empty (and contains `message` if given)."""
+    (`error` on the open inference protocol's routes) is not empty (and contains `message` if given)."""
     request = f"{response.request.method} {response.request.url.path}"
     assert 400 <= response.status_code < 500, f"{request}: {response.status_code} {response.text[:500]}"
     assert status is None or response.status_code == status, f"{request}: {response.status_code} {response.text}"
     assert len(response.content) <= MAX_ERROR_BYTES, f"{request}: a {len(response.content)}-byte error"
     try:
-        detail = response.json().get("detail")
+        answer = response.json()
+        detail = answer.get("detail") or answer.get("error")
     except (ValueError, AttributeError):  # not JSON, or not an object
         detail = None
     assert detail, f"{request}: no JSON detail in {response.text[:500]!r}"

@@ -121,9 +121,22 @@ def discover(started: StartedPattern, name: str) -> Service:
             valid = (schema.get("examples") or [None])[0]
             if valid is None and sample and "data" in schema.get("properties", {}):
                 valid = {"data": sample}
+            if valid is None and re.fullmatch(r"/v2/models/[^/]+/infer", path):
+                valid = inference_request(client, path)
             filled = re.sub(r"\{[^}]+\}", "x", path)
             service.operations.append(Operation(method.upper(), filled, schema, valid or synthesize(schema)))
     return service
+
+
+def inference_request(client: httpx.Client, path: str) -> dict | None:
+    """A valid request of the open inference protocol for the model of an infer path (whose example would be an
+    image): one item of zeros, as its metadata describes the input."""
+    metadata = client.get(path.removesuffix("/infer"))
+    if metadata.status_code != 200:
+        return None
+    (tensor,) = metadata.json()["inputs"]
+    shape = [max(size, 1) for size in tensor["shape"]]
+    return {"inputs": [{**tensor, "shape": shape, "data": [0.0] * math.prod(shape)}]}
 
 
 @pytest.fixture(scope="module", params=PATTERNS, ids=lambda path: path.name)

@@ -27,6 +27,12 @@ class Settings(ModelServingSettings):
         "model, its directory's name + .onnx (models/iris_rf/model.onnx -> iris_rf.onnx).",
     )
 
+    served_model_name: str | None = Field(
+        "iris",
+        description="Both arms' name in the open inference protocol (/v2/models/iris/infer), so a V2 client reaches "
+        "either through the split; the answer's `parameters.mode` says which answered.",
+    )
+
     @property
     def mode(self) -> str:
         return self.model_name or f"{self.model_path.parent.name}.onnx"

@@ -26,6 +26,7 @@ from mlpatterns.serving.schemas import (
     predict_request,
 )
 from mlpatterns.serving.service import create_service_app
+from mlpatterns.serving.v2 import add_v2_routes
 from mlpatterns.settings import ModelServingSettings
 
 
@@ -140,8 +141,10 @@ def add_prediction_routes(
     plane: DataPlane,
     sample_input: list,
     responses: tuple[type[BaseModel], type[BaseModel]] = (ScoresResponse, LabelsResponse),
+    served_name: str | None = None,
 ) -> None:
-    """The book's endpoints around a data plane. The sample's answer is computed once, from the model itself.
+    """The book's endpoints around a data plane, and the open inference protocol's (`mlpatterns.serving.v2`, the
+    model named `served_name`, by default the plane's). The sample's answer is computed once, from the model itself.
 
     Each answer is `{"prediction": ...}` plus whatever the plane's postprocess hook put in `answer.extra`;
     `responses` (scores, labels), subclasses of ScoresResponse and LabelsResponse, document those fields."""
@@ -172,6 +175,7 @@ def add_prediction_routes(
     add_post_routes(
         router, [("/predict", predict_scores, scores_response), ("/predict/label", predict_label, labels_response)]
     )
+    add_v2_routes(router, plane, sample_input, value_limit=value_limit(plane.predictor.input_dtype), name=served_name)
 
 
 def add_post_routes(router: APIRouter, routes: list[tuple[str, Callable, type[BaseModel]]]) -> None:
@@ -203,7 +207,10 @@ def create_serving_app(
         postprocess=postprocess,
     )
     app = create_service_app(
-        settings, lambda router: add_prediction_routes(router, plane, settings.sample_input, responses)
+        settings,
+        lambda router: add_prediction_routes(
+            router, plane, settings.sample_input, responses, served_name=settings.served_model_name
+        ),
     )
     app.state.plane = plane
     return app

@@ -10,7 +10,8 @@ here, beside the probabilities: they are part of the model (labels.json is built
 retrained model with other classes is one deployment of this service, and its callers never read a model file.
 A caller reads the answer as `mlpatterns.serving.schemas.TensorPrediction` (which imports no onnxruntime).
 `prediction_requests_total{content_type}` counts what arrives on /predict (tensors only, where the split holds)
-and `tensor_bytes_total` what was predicted.
+and `tensor_bytes_total` what was predicted. The open inference protocol's routes (`mlpatterns.serving.v2`) take
+the same tensors as JSON.
 """
 
 from pathlib import Path
@@ -24,8 +25,10 @@ from mlpatterns import metrics
 from mlpatterns.dataplane import DataPlane
 from mlpatterns.errors import InvalidInput
 from mlpatterns.predictor import OnnxPredictor
+from mlpatterns.serving.app import value_limit
 from mlpatterns.serving.schemas import Health, TensorPrediction
 from mlpatterns.serving.service import create_service_app
+from mlpatterns.serving.v2 import add_v2_routes
 from mlpatterns.settings import ModelPath, ModelServingSettings
 from mlpatterns.tensors import DTYPE_HEADER, MEDIA_TYPE, SHAPE_HEADER, openapi_request, read_tensor
 
@@ -108,6 +111,9 @@ def add_routes(router: APIRouter, plane: DataPlane) -> None:
         response_model=TensorPrediction,
         openapi_extra=openapi_request(item_shape, dtype),
     )
+    # The open inference protocol too, for KServe's and Triton's clients: JSON tensors, the model's own checks.
+    black_image = np.zeros([1, *(max(size, 1) for size in item_shape)], dtype)
+    add_v2_routes(router, plane, black_image, value_limit=value_limit(predictor.input_dtype))
 
 
 def create_tensor_app(settings: TensorServiceSettings) -> FastAPI:

@@ -8,6 +8,8 @@ from pathlib import Path
 import httpx
 import numpy
 import pytest
+import tritonclient.http
+from tritonclient.utils import InferenceServerException
 
 PATTERN = Path(__file__).parents[1]
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -73,3 +75,31 @@ def test_api_docs_work_offline(web):
     for asset in assets:
         assert web.get(asset).status_code == 200
     assert "/predict" in web.get("/openapi.json").json()["paths"]
+
+
+def test_a_triton_client_talks_to_it_over_the_open_inference_protocol(pattern, web):
+    """Triton's own HTTP client, unchanged: health, metadata, and the same answers as /predict and /predict/label.
+    (JSON tensors: the protocol's binary extension is refused with a 400 that says so.)"""
+    client = tritonclient.http.InferenceServerClient(f"127.0.0.1:{pattern.port('web')}")
+    try:
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("iris_svc")
+        metadata = client.get_model_metadata("iris_svc")
+        assert metadata["inputs"] == [{"name": "X", "datatype": "FP32", "shape": [-1, 4]}]
+        batch = numpy.array([SETOSA, VERSICOLOR, VIRGINICA], dtype=numpy.float32)
+        tensor = tritonclient.http.InferInput("X", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch, binary_data=False)
+        wanted = [
+            tritonclient.http.InferRequestedOutput(name, binary_data=False) for name in ("label", "probabilities")
+        ]
+        result = client.infer("iris_svc", [tensor], outputs=wanted, request_id="7")
+        assert result.get_response()["id"] == "7"
+        assert result.as_numpy("label").tolist() == ["setosa", "versicolor", "virginica"]
+        scores = web.post("/predict", json={"data": batch.tolist()}).json()["prediction"]
+        numpy.testing.assert_array_equal(result.as_numpy("probabilities"), numpy.float32(scores))
+        tensor.set_data_from_numpy(batch)  # binary: Triton's extension
+        with pytest.raises(InferenceServerException, match="binary tensor extension is not supported"):
+            client.infer("iris_svc", [tensor])
+        with pytest.raises(InferenceServerException, match="this server serves 'iris_svc'"):
+            client.get_model_metadata("resnet50")
+    finally:
+        client.close()
