@@ -77,6 +77,7 @@ class MicroBatcher:
         self._calls = 0  # model calls running: 0 or 1
         self._timer: asyncio.TimerHandle | None = None
         self._turn: asyncio.Handle | None = None
+        self._joined = 0  # requests that joined a group so far: did any join during the last turn?
 
     async def predict(self, items: list | np.ndarray) -> Answer:
         """The answer to this request's items alone, predicted together with whatever arrives with it."""
@@ -91,7 +92,8 @@ class MicroBatcher:
         if loop is not self._loop:
             self._bind(loop)
         future = loop.create_future()
-        self._groups.setdefault(batch.shape[1:], []).append(_Waiting(batch, future, loop.time()))
+        self._groups.setdefault(batch.shape[1:], []).append(_Waiting(batch, future, time.perf_counter()))
+        self._joined += 1
         self._schedule()
         return await future
 
@@ -105,19 +107,22 @@ class MicroBatcher:
         if self._calls or not self._groups:
             return  # the running call's end calls this again
         shape, group = next(iter(self._groups.items()))  # the group whose oldest request came first
-        now = self._loop.time()
-        full = sum(len(waiting.batch) for waiting in group) >= self.max_items
-        if full or now - group[0].since >= self.max_wait:
+        waited = time.perf_counter() - group[0].since  # perf_counter: uvloop's loop.time() counts whole ms
+        if waited >= self.max_wait or sum(len(waiting.batch) for waiting in group) >= self.max_items:
             self._start(shape)
         elif self.adaptive:
             if self._turn is None:
-                self._turn = self._loop.call_soon(self._next_turn)
+                self._turn = self._loop.call_soon(self._next_turn, self._joined)
         elif self._timer is None:
-            self._timer = self._loop.call_at(group[0].since + self.max_wait, self._on_timer)
+            self._timer = self._loop.call_later(self.max_wait - waited, self._on_timer)
 
-    def _next_turn(self) -> None:
+    def _next_turn(self, joined_before: int) -> None:
+        """Adaptive: the loop has done a turn since the model fell idle. Requests still arriving (some joined during
+        that turn): wait another turn, up to max_wait; none: go now."""
         self._turn = None
-        if not self._calls and self._groups:
+        if self._joined != joined_before:
+            self._schedule()
+        elif not self._calls and self._groups:
             self._start(next(iter(self._groups)))
 
     def _on_timer(self) -> None:
@@ -137,7 +142,7 @@ class MicroBatcher:
         if not taken:
             self._schedule()
             return
-        now = self._loop.time()
+        now = time.perf_counter()
         for waiting in taken:
             self._timers["batch_wait"].observe(now - waiting.since)
         batches = [waiting.batch for waiting in taken]
