@@ -306,16 +306,24 @@ class JobConsumer:
     def take(self, block_ms: int = 1000) -> Job | None:
         """The next job to work on, now running under this worker's name; None if none came within `block_ms`.
         Jobs found finished, expired or given up on are settled here and not returned."""
+        jobs = self.take_many(1, block_ms)
+        return jobs[0] if jobs else None
+
+    def take_many(self, count: int, block_ms: int = 1000) -> list[Job]:
+        """Up to `count` jobs, each as `take` gives one: a job reclaimed from a dead worker, else as many new ones as
+        are waiting, up to `count` (one XREADGROUP COUNT), waiting `block_ms` only while there is none."""
         try:
-            entry = self._reclaim() or self._read(block_ms)
+            reclaimed = self._reclaim()
+            entries = [reclaimed] if reclaimed else self._read(count, block_ms)
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             self.ensure_group()  # the first worker ever, or the stream was deleted (FLUSHDB, a new Redis)
-            entry = self._read(block_ms)
-        if entry is None:
-            return None
-        entry_id, job_id = entry
+            entries = self._read(count, block_ms)
+        return [job for entry_id, job_id in entries if (job := self._begin(entry_id, job_id)) is not None]
+
+    def _begin(self, entry_id: str, job_id: str) -> Job | None:
+        """Mark a delivered job running under this worker's name; None (and settled) if it is not to be run."""
         raw = self._start(keys=[self.keys.job(job_id)], args=[self.name, time.time()])
         if not raw:
             logger.warning("job %s expired before a worker took it", job_id)
@@ -346,26 +354,27 @@ class JobConsumer:
                 return entry_id.decode(), fields[b"id"].decode()
         return None
 
-    def _read(self, block_ms: int) -> tuple[str, str] | None:
-        reply = self.redis.xreadgroup(GROUP, self.name, {self.keys.stream: ">"}, count=1, block=block_ms)
+    def _read(self, count: int, block_ms: int) -> list[tuple[str, str]]:
+        reply = self.redis.xreadgroup(GROUP, self.name, {self.keys.stream: ">"}, count=count, block=block_ms)
         if not reply:
-            return None
-        entry_id, fields = reply[0][1][0]
-        return entry_id.decode(), fields[b"id"].decode()
+            return []
+        return [(entry_id.decode(), fields[b"id"].decode()) for entry_id, fields in reply[0][1]]
 
     @contextmanager
-    def kept_claimed(self, job: Job) -> Iterator[None]:
-        """While the block runs, renew this worker's claim on the job so no other worker takes it over."""
+    def kept_claimed(self, *jobs: Job) -> Iterator[None]:
+        """While the block runs, renew this worker's claim on the jobs so no other worker takes them over."""
         stop = threading.Event()
+        entry_ids = [job.entry_id for job in jobs]
+        named = jobs[0].id + (f" and {len(jobs) - 1} more" if len(jobs) > 1 else "")
 
         def renew() -> None:
             while not stop.wait(self.claim_idle_ms / 3000):
                 try:
-                    self.redis.xclaim(self.keys.stream, GROUP, self.name, 0, [job.entry_id], justid=True)
+                    self.redis.xclaim(self.keys.stream, GROUP, self.name, 0, entry_ids, justid=True)
                 except redis.RedisError as exc:
-                    logger.warning("job %s: could not renew the claim: %s", job.id, exc)
+                    logger.warning("job %s: could not renew the claim: %s", named, exc)
 
-        thread = threading.Thread(target=renew, name=f"claim-{job.id}", daemon=True)
+        thread = threading.Thread(target=renew, name=f"claim-{jobs[0].id}", daemon=True)
         thread.start()
         try:
             yield
