@@ -12,12 +12,14 @@ from mlpatterns import batching
 from mlpatterns.batching import MicroBatcher
 from mlpatterns.dataplane import DataPlane
 from mlpatterns.errors import InvalidInput, PayloadTooLarge
+from mlpatterns.images import sample_digits
 from mlpatterns.predictor import OnnxPredictor
 from mlpatterns.runner.run import REPO_ROOT
 from mlpatterns.testing import assert_refused, metric, start_pattern
 
 MODELS = REPO_ROOT / "models"
 WEB_SINGLE = REPO_ROOT / "chapter4_serving_patterns" / "web_single_pattern"
+SYNCHRONOUS = REPO_ROOT / "chapter4_serving_patterns" / "synchronous_pattern"
 SECONDS = 30  # no answer within this: a hang
 
 
@@ -169,32 +171,54 @@ def test_a_caller_gone_does_not_break_the_others():
     batcher.close()
 
 
-def unbatched_answers(requests: list[list]) -> list[list[str]]:
+async def post_all(url: str, bodies: list[dict]) -> list[httpx.Response]:
+    """Every body POSTed at once, on up to 64 connections."""
+    async with httpx.AsyncClient(timeout=SECONDS, limits=httpx.Limits(max_connections=64)) as client:
+        return await asyncio.gather(*(client.post(url, json=body) for body in bodies))
+
+
+def unbatched_scores(requests: list[list]) -> list[np.ndarray]:
     plane = plane_of("iris_svc", "http_reference")
-    return [plane.predict(request).labels for request in requests]
+    return [plane.predict(request).scores for request in requests]
 
 
 def test_a_served_pattern_with_batching_answers_each_request_as_alone():
     """web single under 2 gunicorn workers with BATCH_MAX_WAIT_MS: 200 concurrent requests of 1..50 rows, one bad."""
     rng = np.random.default_rng(3)
     requests = [rng.uniform(0, 8, (int(rng.integers(1, 51)), 4)).round(2).tolist() for _ in range(200)]
-    expected = unbatched_answers(requests)
-    overrides = {"web": {"BATCH_MAX_WAIT_MS": "5", "BATCH_MAX_ITEMS": "64"}}
+    expected = unbatched_scores(requests)
+    # A fixed wait, long enough that requests sent together meet whatever the machine's load: groups form for sure.
+    overrides = {"web": {"BATCH_MAX_WAIT_MS": "200", "BATCH_ADAPTIVE": "false", "BATCH_MAX_ITEMS": "64"}}
     with start_pattern(WEB_SINGLE, overrides=overrides) as run:
         web = run.client("web")
-        url = run.url("web") + "/predict/label"
+        url = run.url("web") + "/predict"
+        bodies = [{"data": rows} for rows in requests]
+        bodies.insert(50, {"data": [[1.0, 2.0, 3.0, 4.0], [1.0, 2.0]]})
 
-        async def send_all():
-            limits = httpx.Limits(max_connections=64)
-            async with httpx.AsyncClient(timeout=SECONDS, limits=limits) as client:
-                bodies = [{"data": rows} for rows in requests]
-                bodies.insert(50, {"data": [[1.0, 2.0, 3.0, 4.0], [1.0, 2.0]]})
-                return await asyncio.gather(*(client.post(url, json=body) for body in bodies))
-
-        answers = asyncio.run(send_all())
+        answers = asyncio.run(post_all(url, bodies))
         assert_refused(answers.pop(50), 422)
-        assert [answer.json()["prediction"] for answer in answers] == expected
+        assert len(answers) == len(expected)
+        for answer, scores in zip(answers, expected, strict=True):  # row for row, as each request alone
+            np.testing.assert_allclose(answer.json()["prediction"], scores, rtol=1e-5, atol=1e-6)
         model_calls = metric(web, 'model_batch_requests_count{model="iris_svc"}')
         answered = metric(web, 'model_batch_requests_sum{model="iris_svc"}')
         assert answered == 200  # the bad request never joined a group; the start's sample predictions are not batched
         assert model_calls < answered  # some calls answered more than one request
+
+
+def test_the_synchronous_pattern_batches_decoded_images_and_refuses_a_bad_one_alone():
+    """Images are decoded per request (in the thread pool), then their pixels predicted together."""
+    digits = sample_digits()
+    names = list(digits)
+    requests = [[names[(start + k) % 10] for k in range(1 + start % 4)] for start in range(30)]
+    bodies = [{"instances": [digits[name] for name in request]} for request in requests]
+    bodies.insert(7, {"instances": [digits["1"], "aGVsbG8="]})  # "hello": base64, no image
+    overrides = {"serving": {"BATCH_MAX_WAIT_MS": "200", "BATCH_ADAPTIVE": "false", "BATCH_MAX_ITEMS": "16"}}
+    with start_pattern(SYNCHRONOUS, overrides=overrides) as run:
+        answers = asyncio.run(post_all(run.url("serving") + "/v1/models/digits:predict", bodies))
+        assert_refused(answers.pop(7), 422, "item 1 is not an image")
+        assert [answer.json()["predictions"] for answer in answers] == requests  # each digit its own label
+        serving = run.client("serving")
+        model_calls = metric(serving, 'model_batch_requests_count{model="digits"}')
+        assert metric(serving, 'model_batch_requests_sum{model="digits"}') == 30
+        assert model_calls < 30
