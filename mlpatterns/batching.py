@@ -148,10 +148,14 @@ class MicroBatcher:
         batches = [waiting.batch for waiting in taken]
         self._calls += 1
         if sum(map(len, batches)) * self._item_values <= INLINE_MAX_VALUES:
-            self._deliver(taken, self._predict(batches))
-        else:
+            self._deliver(taken, self._predict(batches))  # _predict answers every request, raising nothing
+            return
+        try:
             call = self._loop.run_in_executor(self._executor, self._predict, batches)
-            call.add_done_callback(lambda done: self._deliver(taken, done))
+        except RuntimeError as error:  # the batcher was closed: these requests fail, none waits for ever
+            self._deliver(taken, [error] * len(taken))
+            return
+        call.add_done_callback(lambda done: self._deliver(taken, done))
 
     def _deliver(self, taken: list[_Waiting], outcomes: list | asyncio.Future) -> None:
         self._calls -= 1

@@ -222,3 +222,10 @@ def test_the_synchronous_pattern_batches_decoded_images_and_refuses_a_bad_one_al
         model_calls = metric(serving, 'model_batch_requests_count{model="digits"}')
         assert metric(serving, 'model_batch_requests_sum{model="digits"}') == 30
         assert model_calls < 30
+
+
+def test_a_closed_batcher_fails_a_request_instead_of_leaving_it_waiting():
+    batcher = MicroBatcher(plane_of("cifar10", "closed"), max_wait_ms=1)
+    batcher.close()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        asyncio.run(asyncio.wait_for(batcher.predict(np.zeros((1, 3, 32, 32), np.float32)), SECONDS))
