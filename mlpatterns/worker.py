@@ -12,6 +12,9 @@ What it does around the handler:
   while the handler runs, so log lines and calls to other services carry it;
 - jobs from `mlpatterns.jobs.JobConsumer`: a reclaimed job of a dead worker first, else the next new one;
 - a handler exception fails that job with `"<ExceptionType>: <message>"` and the worker goes on;
+- with a batch handler (`run_worker(settings, handler, batch_handler)`) and BATCH_MAX_JOBS > 1, the jobs waiting
+  together (up to that many, read at once) go to one call of it, e.g. one model call for all; it answers a result
+  or an exception per job, and should the call itself raise, each job is run alone by `handler`;
 - Redis unreachable: a warning, a wait (growing to 5 s), and another try; no job is lost, as none was acknowledged;
 - SIGTERM or SIGINT: finish the current job, then exit 0 (Kubernetes and compose send SIGTERM, then wait).
   A second signal, or `drain_timeout_seconds` without the job finishing, stops at once; the job stays unacknowledged
@@ -22,8 +25,9 @@ What it does around the handler:
   the same beat goes to Redis (`JobConsumer.beat`, at most once a second), so an API can count the live workers
   (`JobQueue.live_workers`); a worker that drains leaves the count at once;
 - Prometheus metrics on `metrics_port` when it is set (0, the default, serves none, so local replicas don't
-  clash): `worker_jobs_total{queue, outcome}`, `worker_job_duration_seconds{queue, outcome}` and
-  `worker_jobs_reclaimed_total{queue}`. Queue depth and job states are on the API's `/metrics` (read from Redis).
+  clash): `worker_jobs_total{queue, outcome}`, `worker_job_duration_seconds{queue, outcome}`,
+  `worker_jobs_reclaimed_total{queue}` and `worker_batch_jobs{queue}` (jobs per batch handler call). Queue depth
+  and job states are on the API's `/metrics` (read from Redis).
 """
 
 import logging
