@@ -89,6 +89,11 @@ class QueueSettings(RedisSettings):
     )
 
 
+def failure_reason(error: Exception) -> str:
+    """What a failed job's record says: `"<ExceptionType>: <message>"`."""
+    return f"{type(error).__name__}: {error}"
+
+
 def encode(value: Any) -> tuple[bytes, str]:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value), "bytes"
@@ -320,11 +325,18 @@ class JobConsumer:
                 raise
             self.ensure_group()  # the first worker ever, or the stream was deleted (FLUSHDB, a new Redis)
             entries = self._read(count, block_ms)
-        return [job for entry_id, job_id in entries if (job := self._begin(entry_id, job_id)) is not None]
+        if len(entries) == 1:
+            raws = [self._start(keys=[self.keys.job(entries[0][1])], args=[self.name, time.time()])]
+        else:  # one round trip for them all
+            with self.redis.pipeline(transaction=False) as pipe:
+                for _, job_id in entries:
+                    self._start(keys=[self.keys.job(job_id)], args=[self.name, time.time()], client=pipe)
+                raws = pipe.execute()
+        started = (self._begin(entry_id, job_id, raw) for (entry_id, job_id), raw in zip(entries, raws, strict=True))
+        return [job for job in started if job is not None]
 
-    def _begin(self, entry_id: str, job_id: str) -> Job | None:
-        """Mark a delivered job running under this worker's name; None (and settled) if it is not to be run."""
-        raw = self._start(keys=[self.keys.job(job_id)], args=[self.name, time.time()])
+    def _begin(self, entry_id: str, job_id: str, raw: list) -> Job | None:
+        """A delivered job as _START left it: the Job to run, or None (settled here) if it is not to be run."""
         if not raw:
             logger.warning("job %s expired before a worker took it", job_id)
             self._settle(entry_id, "expired")
@@ -391,13 +403,38 @@ class JobConsumer:
     def fail(self, job: Job, reason: str) -> bool:
         return self._end(job, FAILED, {"error": reason}, "failed")
 
-    def _end(self, job: Job, state: str, fields: dict[str, Any], outcome: str) -> bool:
+    def end_many(self, outcomes: list[tuple[Job, Any]]) -> list[str]:
+        """Finish each job with its result, or fail it with the exception given in its place (`failure_reason`; a
+        result that cannot be stored fails its job too), all in one round trip: the state each job ended in."""
+        ends = []
+        for job, outcome in outcomes:
+            if not isinstance(outcome, Exception):
+                try:
+                    data, kind = encode(outcome)
+                except TypeError as exc:
+                    outcome = exc
+                else:
+                    ends.append((job, DONE, {"result": data, "result_type": kind}))
+                    continue
+            ends.append((job, FAILED, {"error": failure_reason(outcome)}))
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job, state, fields in ends:
+                self._end(job, state, fields, client=pipe)
+            stored = pipe.execute()
+        for (_, state, _), was_stored in zip(ends, stored, strict=True):
+            self._outcomes[state if was_stored else "already_finished"].inc()
+        return [state for _, state, _ in ends]
+
+    def _end(self, job: Job, state: str, fields: dict[str, Any], outcome: str = "", client=None) -> bool:
+        """Store the job's end (`outcome` counts it); with a pipeline as `client`, only queue the call on it."""
         pairs = [item for name_value in fields.items() for item in name_value]
         stored = self._finish(
             keys=[self.keys.job(job.id), self.keys.stream, self.keys.counts],
             args=[GROUP, job.entry_id, self.result_ttl_ms, state, "finished", time.time(), *pairs],
+            client=client,
         )
-        self._outcomes[outcome if stored else "already_finished"].inc()
+        if client is None:
+            self._outcomes[outcome if stored else "already_finished"].inc()
         return bool(stored)
 
     def _settle(self, entry_id: str, outcome: str) -> None:

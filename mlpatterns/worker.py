@@ -45,7 +45,7 @@ from prometheus_client import start_http_server
 from pydantic import Field
 
 from mlpatterns import metrics
-from mlpatterns.jobs import FAILED, Job, JobConsumer, QueueSettings
+from mlpatterns.jobs import FAILED, Job, JobConsumer, QueueSettings, failure_reason
 from mlpatterns.logging import configure_logging, request_id
 from mlpatterns.redis_store import sync_client
 
@@ -212,8 +212,16 @@ def _run_jobs(consumer: JobConsumer, handler: Handler, batch_handler: BatchHandl
             _run_job(consumer, handler, job)
         return
     seconds = time.perf_counter() - start  # each job waited for the whole call
-    for job, outcome in zip(jobs, outcomes, strict=True):
-        _settle_job(consumer, job, outcome, seconds)
+    states = consumer.end_many(list(zip(jobs, outcomes, strict=True)))  # one round trip for them all
+    for job, outcome, state in zip(jobs, outcomes, states, strict=True):
+        token = request_id.set(job.request_id or job.id)
+        if state == FAILED:
+            reason = failure_reason(outcome) if isinstance(outcome, Exception) else "its result cannot be stored"
+            logger.warning("job %s failed: %s", job.id, reason)
+        else:
+            logger.info("job %s done (attempt %d)", job.id, job.attempts)
+        request_id.reset(token)
+        JOB_SECONDS.labels(consumer.keys.queue, state).observe(seconds)
 
 
 def _settle_job(consumer: JobConsumer, job: Job, outcome: Any, seconds: float) -> None:
@@ -228,7 +236,7 @@ def _settle_job(consumer: JobConsumer, job: Job, outcome: Any, seconds: float) -
             except Exception as exc:
                 outcome = exc
         if isinstance(outcome, Exception):
-            reason = f"{type(outcome).__name__}: {outcome}"
+            reason = failure_reason(outcome)
             logger.warning("job %s failed: %s", job.id, reason, exc_info=outcome)
             consumer.fail(job, reason)
             state = FAILED

@@ -239,15 +239,16 @@ def test_live_workers_are_counted_in_redis_and_a_drained_one_leaves(settings, cl
 
 
 def test_a_batch_worker_takes_the_waiting_jobs_together_and_a_bad_one_fails_alone(settings, client, start_worker):
-    payloads = [{"n": n, "fail": n == 5} for n in range(10)]
+    payloads = [{"n": n, "fail": n == 5, "unstorable": n == 8} for n in range(10)]
     ids = submit(settings, *payloads)  # waiting before the worker starts: it reads them 4 at a time
     start_worker("batcher", batch_max_jobs=4)
     wait_until(lambda: read_stats(client, settings.queue_name).length == 0, what="10 jobs finished")
 
     jobs = [job(client, settings, job_id) for job_id in ids]
-    assert [j.state for j in jobs] == ["failed" if n == 5 else "done" for n in range(10)]
-    assert [j.result["double"] for j in jobs if j.state == "done"] == [2 * n for n in range(10) if n != 5]
+    assert [j.state for j in jobs] == ["failed" if n in (5, 8) else "done" for n in range(10)]
+    assert [j.result["double"] for j in jobs if j.state == "done"] == [2 * n for n in range(10) if n not in (5, 8)]
     assert jobs[5].error == "ValueError: cannot double 5"
+    assert jobs[8].error.startswith("TypeError")  # its result could not be stored
     assert client.lrange(f"test-batches:{settings.queue_name}", 0, -1) == [b"4", b"4", b"2"]
 
 
