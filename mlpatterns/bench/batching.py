@@ -127,7 +127,13 @@ def render(args, labels: list[str], figures: dict, per_call: dict, one_us: float
             f"PNG body `{shown(png)}`; each figure the median of {args.rounds} runs of {args.seconds:g} s, "
             "the servers loaded in turn",
             f"- other processes used up to {other:.0%} of the machine's CPU during a run"
-            + (" (WARNING: a busy machine; compare the ratios, not the figures)" if other > 0.10 else ""),
+            + (
+                " (WARNING: a busy machine. A server then gets CPU time in the measure of its runnable threads, and "
+                "its req/s follows the share it gets, not its cost: compare the server CPU per request, which is what "
+                "req/s follows on a machine of its own)"
+                if other > 0.10
+                else ""
+            ),
             "",
             *figures_table(labels, figures, CONCURRENCIES),
             "",
