@@ -13,6 +13,7 @@ from mlpatterns.batching import MicroBatcher
 from mlpatterns.dataplane import DataPlane
 from mlpatterns.errors import InvalidInput, PayloadTooLarge
 from mlpatterns.images import sample_digits
+from mlpatterns.outlier import OutlierServingSettings, create_outlier_app
 from mlpatterns.predictor import OnnxPredictor
 from mlpatterns.runner.run import REPO_ROOT
 from mlpatterns.testing import assert_refused, metric, start_pattern
@@ -51,9 +52,10 @@ def requests_of_mixed_sizes(plane: DataPlane, count: int, seed: int) -> list[np.
     return [rng.uniform(0, high, (int(rng.integers(1, 51)), *shape)).astype(np.float32) for _ in range(count)]
 
 
-async def predict_all(batcher: MicroBatcher, requests: list) -> list:
+async def predict_all(batcher: MicroBatcher | DataPlane, requests: list) -> list:
     """Every request at once, as concurrent callers: each one's answer or its exception."""
-    calls = [batcher.predict(request) for request in requests]
+    predict = batcher.predict_async if isinstance(batcher, DataPlane) else batcher.predict
+    calls = [predict(request) for request in requests]
     return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), SECONDS)
 
 
@@ -229,3 +231,19 @@ def test_a_closed_batcher_fails_a_request_instead_of_leaving_it_waiting():
     batcher.close()
     with pytest.raises(RuntimeError, match="after shutdown"):
         asyncio.run(asyncio.wait_for(batcher.predict(np.zeros((1, 3, 32, 32), np.float32)), SECONDS))
+
+
+def test_the_outlier_api_batched_gives_each_request_its_own_outlier_fields():
+    """mlpatterns.outlier's postprocess hook scores each request's own rows, batched or not."""
+    app = create_outlier_app(OutlierServingSettings(batch_max_wait_ms=5))
+    plane = app.state.plane
+    requests = [request.tolist() for request in requests_of_mixed_sizes(plane, 40, seed=4)]
+    before = calls(plane.name)
+    answers = asyncio.run(predict_all(plane, requests))
+    for request, answer in zip(requests, answers, strict=True):
+        alone = plane.predict(request)
+        assert answer.labels == alone.labels
+        np.testing.assert_array_equal(answer.extra["is_outlier"], alone.extra["is_outlier"])
+        np.testing.assert_allclose(answer.extra["outlier_score"], alone.extra["outlier_score"], rtol=1e-5, atol=1e-6)
+    model_calls, answered, _ = (now - then for now, then in zip(calls(plane.name), before, strict=True))
+    assert answered == 40 and model_calls < 40  # shared calls
