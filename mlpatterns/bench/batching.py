@@ -113,8 +113,6 @@ def render(args, labels: list[str], figures: dict, per_call: dict, one_us: float
         )
 
     other = max(f.other_cpu for f in figures.values())
-    unbatched_cpu = figures[off, high].cpu_us_per_request
-    ceiling = unbatched_cpu / max(unbatched_cpu - one_us, 1.0)  # if batching took the model's whole cost away
     return "\n".join(
         [
             "## Benchmark: micro-batching (mlpatterns.batching), the digits CNN",
@@ -139,9 +137,6 @@ def render(args, labels: list[str], figures: dict, per_call: dict, one_us: float
             "",
             f"- onnxruntime in process (1 thread): 1 image {one_us:,.0f} µs a call; in a 1000-image batch "
             f"{batched_us:,.0f} µs an image ({one_us / batched_us:.2f}x less): the most batching saves on the model",
-            f"- the ceiling: the unbatched tensor server spends {unbatched_cpu:,.0f} µs of CPU a request at c={high}; "
-            f"were the model's whole {one_us:,.0f} µs shared away, {ceiling:.2f}x "
-            "the req/s at the most",
             f"- tensor, adaptive: {versus(adaptive, off)}",
             f"- tensor, fixed wait: {versus(fixed, off)}",
             f"- PNG, adaptive: {versus(png_on, png_off)}",
