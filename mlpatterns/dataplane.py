@@ -90,6 +90,7 @@ class DataPlane:
         self.max_items = max_items
         self.preprocess = preprocess
         self.postprocess = postprocess
+        self.batcher = None  # a MicroBatcher (mlpatterns.batching.enable_batching) that predict_async goes through
         # Children of the stage histogram, made once: labels() costs as much as an observation.
         self._timers = {stage: metrics.deferred(STAGE_SECONDS.labels(self.name, stage)) for stage in _STAGES}
         # The values of one item: an axis of any size counts as 1 (a tabular row: 4; an image: 3,072).
@@ -143,6 +144,8 @@ class DataPlane:
         """Predict from an event loop: a small batch inline, a large one in the thread pool (INLINE_MAX_VALUES).
 
         With a preprocess hook (decoding an image costs milliseconds) every batch goes to the pool."""
+        if self.batcher is not None:
+            return await self.batcher.predict(items)
         if self.preprocess is None and len(items) * self._item_values <= INLINE_MAX_VALUES:
             return self.predict(items)
         self.check_size(items)  # before the hop: a refused batch costs nothing more

@@ -7,20 +7,24 @@ model cannot take (its payload is not an image array of the model's input shape,
 another version) fails with the model's own reason, and the worker goes on with the next job. So does a job
 that waited in the queue past JOB_DEADLINE_SECONDS (when set): its answer would come too late to be of use,
 and a backlog is worked off faster by skipping it.
+
+With BATCH_MAX_JOBS > 1 the jobs waiting together (up to that many) are predicted in one model call; each is
+checked first on its own, so a job the model cannot take fails alone, and each gets the answer it would alone.
 """
 
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from pydantic import Field
 
-from mlpatterns.dataplane import DataPlane
+from mlpatterns.dataplane import Answer, DataPlane
 from mlpatterns.image_jobs import DIGITS_MODEL, from_payload
 from mlpatterns.jobs import Job
 from mlpatterns.predictor import OnnxPredictor
 from mlpatterns.settings import ModelPath
-from mlpatterns.worker import WorkerSettings, run_worker
+from mlpatterns.worker import BatchHandler, Handler, WorkerSettings, run_worker
 
 
 class ImageWorkerSettings(WorkerSettings):
@@ -49,27 +53,50 @@ class DeadlineExceeded(Exception):
     """The job waited in the queue longer than JOB_DEADLINE_SECONDS."""
 
 
-def make_handler(settings: ImageWorkerSettings):
+def make_handlers(settings: ImageWorkerSettings) -> tuple[Handler, BatchHandler]:
+    """The worker's handler of one job and of several taken together, around one data plane."""
     plane = DataPlane(OnnxPredictor(settings.model_path, settings.label_path).load(), max_items=1)
 
-    def predict(job: Job) -> dict:
+    def checked(job: Job) -> np.ndarray:
+        """The job's image as the model's input (1, C, H, W), or the reason it fails."""
         deadline = settings.job_deadline_seconds
         if deadline and job.submitted_at is not None and (waited := time.time() - job.submitted_at) > deadline:
             raise DeadlineExceeded(
                 f"waited {waited:.1f} s in the queue, more than JOB_DEADLINE_SECONDS ({deadline:g} s)"
             )
-        image = from_payload(job.payload)
+        return plane.to_input(from_payload(job.payload)[None])  # InvalidInput if it is no image the model takes
+
+    def result(answer: Answer, row: int) -> dict:
+        return {"prediction": answer.labels[row], "scores": answer.scores[row].tolist(), "model": answer.model}
+
+    def predict(job: Job) -> dict:
+        batch = checked(job)
         if settings.work_delay_seconds:
             time.sleep(settings.work_delay_seconds)
-        answer = plane.predict(image[None])  # checked against the model's input first: InvalidInput if it is no image
-        return {"prediction": answer.labels[0], "scores": answer.scores[0].tolist(), "model": answer.model}
+        return result(plane.predict_input(batch), 0)
 
-    return predict
+    def predict_together(jobs: list[Job]) -> list:
+        outcomes: list = []
+        batches = []
+        for job in jobs:
+            try:
+                batches.append(checked(job))
+                outcomes.append(len(batches) - 1)  # its row in the model call
+            except Exception as error:
+                outcomes.append(error)
+        if not batches:
+            return outcomes
+        if settings.work_delay_seconds:  # one model call, one delay
+            time.sleep(settings.work_delay_seconds)
+        answer = plane.predict_input(np.concatenate(batches))
+        return [result(answer, outcome) if isinstance(outcome, int) else outcome for outcome in outcomes]
+
+    return predict, predict_together
 
 
 def main() -> int:
     settings = ImageWorkerSettings()
-    return run_worker(settings, make_handler(settings))
+    return run_worker(settings, *make_handlers(settings))
 
 
 if __name__ == "__main__":

@@ -89,6 +89,11 @@ class QueueSettings(RedisSettings):
     )
 
 
+def failure_reason(error: Exception) -> str:
+    """What a failed job's record says: `"<ExceptionType>: <message>"`."""
+    return f"{type(error).__name__}: {error}"
+
+
 def encode(value: Any) -> tuple[bytes, str]:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value), "bytes"
@@ -306,17 +311,32 @@ class JobConsumer:
     def take(self, block_ms: int = 1000) -> Job | None:
         """The next job to work on, now running under this worker's name; None if none came within `block_ms`.
         Jobs found finished, expired or given up on are settled here and not returned."""
+        jobs = self.take_many(1, block_ms)
+        return jobs[0] if jobs else None
+
+    def take_many(self, count: int, block_ms: int = 1000) -> list[Job]:
+        """Up to `count` jobs, each as `take` gives one: a job reclaimed from a dead worker, else as many new ones as
+        are waiting, up to `count` (one XREADGROUP COUNT), waiting `block_ms` only while there is none."""
         try:
-            entry = self._reclaim() or self._read(block_ms)
+            reclaimed = self._reclaim()
+            entries = [reclaimed] if reclaimed else self._read(count, block_ms)
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             self.ensure_group()  # the first worker ever, or the stream was deleted (FLUSHDB, a new Redis)
-            entry = self._read(block_ms)
-        if entry is None:
-            return None
-        entry_id, job_id = entry
-        raw = self._start(keys=[self.keys.job(job_id)], args=[self.name, time.time()])
+            entries = self._read(count, block_ms)
+        if len(entries) == 1:
+            raws = [self._start(keys=[self.keys.job(entries[0][1])], args=[self.name, time.time()])]
+        else:  # one round trip for them all
+            with self.redis.pipeline(transaction=False) as pipe:
+                for _, job_id in entries:
+                    self._start(keys=[self.keys.job(job_id)], args=[self.name, time.time()], client=pipe)
+                raws = pipe.execute()
+        started = (self._begin(entry_id, job_id, raw) for (entry_id, job_id), raw in zip(entries, raws, strict=True))
+        return [job for job in started if job is not None]
+
+    def _begin(self, entry_id: str, job_id: str, raw: list) -> Job | None:
+        """A delivered job as _START left it: the Job to run, or None (settled here) if it is not to be run."""
         if not raw:
             logger.warning("job %s expired before a worker took it", job_id)
             self._settle(entry_id, "expired")
@@ -346,26 +366,27 @@ class JobConsumer:
                 return entry_id.decode(), fields[b"id"].decode()
         return None
 
-    def _read(self, block_ms: int) -> tuple[str, str] | None:
-        reply = self.redis.xreadgroup(GROUP, self.name, {self.keys.stream: ">"}, count=1, block=block_ms)
+    def _read(self, count: int, block_ms: int) -> list[tuple[str, str]]:
+        reply = self.redis.xreadgroup(GROUP, self.name, {self.keys.stream: ">"}, count=count, block=block_ms)
         if not reply:
-            return None
-        entry_id, fields = reply[0][1][0]
-        return entry_id.decode(), fields[b"id"].decode()
+            return []
+        return [(entry_id.decode(), fields[b"id"].decode()) for entry_id, fields in reply[0][1]]
 
     @contextmanager
-    def kept_claimed(self, job: Job) -> Iterator[None]:
-        """While the block runs, renew this worker's claim on the job so no other worker takes it over."""
+    def kept_claimed(self, *jobs: Job) -> Iterator[None]:
+        """While the block runs, renew this worker's claim on the jobs so no other worker takes them over."""
         stop = threading.Event()
+        entry_ids = [job.entry_id for job in jobs]
+        named = jobs[0].id + (f" and {len(jobs) - 1} more" if len(jobs) > 1 else "")
 
         def renew() -> None:
             while not stop.wait(self.claim_idle_ms / 3000):
                 try:
-                    self.redis.xclaim(self.keys.stream, GROUP, self.name, 0, [job.entry_id], justid=True)
+                    self.redis.xclaim(self.keys.stream, GROUP, self.name, 0, entry_ids, justid=True)
                 except redis.RedisError as exc:
-                    logger.warning("job %s: could not renew the claim: %s", job.id, exc)
+                    logger.warning("job %s: could not renew the claim: %s", named, exc)
 
-        thread = threading.Thread(target=renew, name=f"claim-{job.id}", daemon=True)
+        thread = threading.Thread(target=renew, name=f"claim-{jobs[0].id}", daemon=True)
         thread.start()
         try:
             yield
@@ -382,13 +403,38 @@ class JobConsumer:
     def fail(self, job: Job, reason: str) -> bool:
         return self._end(job, FAILED, {"error": reason}, "failed")
 
-    def _end(self, job: Job, state: str, fields: dict[str, Any], outcome: str) -> bool:
+    def end_many(self, outcomes: list[tuple[Job, Any]]) -> list[str]:
+        """Finish each job with its result, or fail it with the exception given in its place (`failure_reason`; a
+        result that cannot be stored fails its job too), all in one round trip: the state each job ended in."""
+        ends = []
+        for job, outcome in outcomes:
+            if not isinstance(outcome, Exception):
+                try:
+                    data, kind = encode(outcome)
+                except TypeError as exc:
+                    outcome = exc
+                else:
+                    ends.append((job, DONE, {"result": data, "result_type": kind}))
+                    continue
+            ends.append((job, FAILED, {"error": failure_reason(outcome)}))
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job, state, fields in ends:
+                self._end(job, state, fields, client=pipe)
+            stored = pipe.execute()
+        for (_, state, _), was_stored in zip(ends, stored, strict=True):
+            self._outcomes[state if was_stored else "already_finished"].inc()
+        return [state for _, state, _ in ends]
+
+    def _end(self, job: Job, state: str, fields: dict[str, Any], outcome: str = "", client=None) -> bool:
+        """Store the job's end (`outcome` counts it); with a pipeline as `client`, only queue the call on it."""
         pairs = [item for name_value in fields.items() for item in name_value]
         stored = self._finish(
             keys=[self.keys.job(job.id), self.keys.stream, self.keys.counts],
             args=[GROUP, job.entry_id, self.result_ttl_ms, state, "finished", time.time(), *pairs],
+            client=client,
         )
-        self._outcomes[outcome if stored else "already_finished"].inc()
+        if client is None:
+            self._outcomes[outcome if stored else "already_finished"].inc()
         return bool(stored)
 
     def _settle(self, entry_id: str, outcome: str) -> None:

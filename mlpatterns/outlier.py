@@ -31,6 +31,7 @@ import numpy as np
 from fastapi import APIRouter, FastAPI
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from mlpatterns.batching import enable_batching
 from mlpatterns.dataplane import Answer, DataPlane
 from mlpatterns.logging import request_id
 from mlpatterns.predictor import OnnxPredictor
@@ -216,6 +217,7 @@ def create_outlier_app(
         max_items=settings.max_batch_rows,
         postprocess=OutlierScorer(outlier, settings.outlier_lower_threshold),
     )
+    enable_batching(plane, settings)  # the outlier score is still each request's own: the hook runs per request
     version = settings.model_version or file_version(settings.model_path)
     app = create_service_app(
         settings,

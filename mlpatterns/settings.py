@@ -67,6 +67,14 @@ class ModelServingSettings(HttpServiceSettings):
         "(checked against the model when the service starts).",
     )
     max_batch_rows: int = Field(10_000, gt=0, description="Batches with more rows are refused with 413.")
+    # Micro-batching (mlpatterns.batching): concurrent requests predicted in one model call.
+    batch_max_wait_ms: float = Field(
+        0, ge=0, le=1000, description="Micro-batching on when > 0: the longest a request waits for others; 0: off."
+    )
+    batch_max_items: int = Field(64, gt=0, description="Micro-batching: at most this many items in one model call.")
+    batch_adaptive: bool = Field(
+        True, description="Micro-batching: an idle model takes what waits at once (no wait at low load)."
+    )
 
     @property
     def resolved_label_path(self) -> Path:

@@ -12,6 +12,9 @@ What it does around the handler:
   while the handler runs, so log lines and calls to other services carry it;
 - jobs from `mlpatterns.jobs.JobConsumer`: a reclaimed job of a dead worker first, else the next new one;
 - a handler exception fails that job with `"<ExceptionType>: <message>"` and the worker goes on;
+- with a batch handler (`run_worker(settings, handler, batch_handler)`) and BATCH_MAX_JOBS > 1, the jobs waiting
+  together (up to that many, read at once) go to one call of it, e.g. one model call for all; it answers a result
+  or an exception per job, and should the call itself raise, each job is run alone by `handler`;
 - Redis unreachable: a warning, a wait (growing to 5 s), and another try; no job is lost, as none was acknowledged;
 - SIGTERM or SIGINT: finish the current job, then exit 0 (Kubernetes and compose send SIGTERM, then wait).
   A second signal, or `drain_timeout_seconds` without the job finishing, stops at once; the job stays unacknowledged
@@ -22,8 +25,9 @@ What it does around the handler:
   the same beat goes to Redis (`JobConsumer.beat`, at most once a second), so an API can count the live workers
   (`JobQueue.live_workers`); a worker that drains leaves the count at once;
 - Prometheus metrics on `metrics_port` when it is set (0, the default, serves none, so local replicas don't
-  clash): `worker_jobs_total{queue, outcome}`, `worker_job_duration_seconds{queue, outcome}` and
-  `worker_jobs_reclaimed_total{queue}`. Queue depth and job states are on the API's `/metrics` (read from Redis).
+  clash): `worker_jobs_total{queue, outcome}`, `worker_job_duration_seconds{queue, outcome}`,
+  `worker_jobs_reclaimed_total{queue}` and `worker_batch_jobs{queue}` (jobs per batch handler call). Queue depth
+  and job states are on the API's `/metrics` (read from Redis).
 """
 
 import logging
@@ -41,7 +45,7 @@ from prometheus_client import start_http_server
 from pydantic import Field
 
 from mlpatterns import metrics
-from mlpatterns.jobs import FAILED, Job, JobConsumer, QueueSettings
+from mlpatterns.jobs import FAILED, Job, JobConsumer, QueueSettings, failure_reason
 from mlpatterns.logging import configure_logging, request_id
 from mlpatterns.redis_store import sync_client
 
@@ -52,6 +56,14 @@ JOB_SECONDS = metrics.histogram(
 )
 
 Handler = Callable[[Job], Any]
+# Several jobs in one call (one model call for all): a result or an exception per job, in the jobs' order.
+BatchHandler = Callable[[list[Job]], list[Any]]
+BATCH_JOBS = metrics.histogram(
+    "worker_batch_jobs",
+    "Jobs taken together and given to one call of the batch handler",
+    ["queue"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 BEAT_EVERY_SECONDS = 1.0  # how often a worker says it is alive in Redis (JobConsumer.beat)
 
 
@@ -71,6 +83,12 @@ class WorkerSettings(QueueSettings):
         30.0, gt=0, description="After SIGTERM, how long the current job may take before the worker stops at once."
     )
     metrics_port: int = Field(0, ge=0, description="Serve Prometheus metrics on this port; 0 serves none.")
+    batch_max_jobs: int = Field(
+        1,
+        ge=1,
+        description="Take up to this many waiting jobs at once and run them in one call of the worker's batch "
+        "handler (one model call), when it has one; 1: a job at a time.",
+    )
     heartbeat_path: Path | None = Field(
         None,
         description="A file touched after every wait for a job and every job (`python -m mlpatterns.healthcheck "
@@ -107,8 +125,12 @@ class _Drain:
         os._exit(1)
 
 
-def run_worker(settings: WorkerSettings, handler: Handler) -> int:
-    """Take jobs and run `handler` on each until SIGTERM/SIGINT; returns the exit code (0 after a drain)."""
+def run_worker(settings: WorkerSettings, handler: Handler, batch_handler: BatchHandler | None = None) -> int:
+    """Take jobs and run `handler` on each until SIGTERM/SIGINT; returns the exit code (0 after a drain).
+
+    With a `batch_handler` and BATCH_MAX_JOBS > 1, the jobs waiting together (up to that many) go to one call of it;
+    should that call raise, each of its jobs is run alone by `handler`, so only a job that fails alone fails."""
+    batch = settings.batch_max_jobs if batch_handler is not None else 1
     configure_logging(settings.log_level, settings.log_json)
     consumer = JobConsumer(
         sync_client(settings, extra_read_seconds=settings.block_ms / 1000),
@@ -133,8 +155,11 @@ def run_worker(settings: WorkerSettings, handler: Handler) -> int:
             if time.monotonic() - beaten >= BEAT_EVERY_SECONDS:  # not after every job: a round trip each
                 consumer.beat()
                 beaten = time.monotonic()
-            job = consumer.take(settings.block_ms)
-            if job is not None:
+            if batch > 1:
+                jobs = consumer.take_many(batch, settings.block_ms)
+                if jobs:
+                    _run_jobs(consumer, handler, batch_handler, jobs)
+            elif (job := consumer.take(settings.block_ms)) is not None:
                 _run_job(consumer, handler, job)
             failures = 0
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -156,21 +181,68 @@ def _beat(path: Path | None) -> None:
 
 
 def _run_job(consumer: JobConsumer, handler: Handler, job: Job) -> None:
-    token = request_id.set(job.request_id or job.id)
     start = time.perf_counter()
+    token = request_id.set(job.request_id or job.id)  # in the handler's log lines and calls
     try:
         with consumer.kept_claimed(job):
-            result = handler(job)
-        consumer.finish(job, result)  # raises TypeError for a result it cannot store: that fails the job too
-        outcome = "done"
-        logger.info("job %s done (attempt %d)", job.id, job.attempts)
+            outcome = handler(job)
     except redis.RedisError:
         raise  # Redis trouble is not the job's fault: it stays unacknowledged and is taken again later
     except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        logger.warning("job %s failed: %s", job.id, reason, exc_info=True)
-        consumer.fail(job, reason)
-        outcome = FAILED
+        outcome = exc
     finally:
         request_id.reset(token)
-    JOB_SECONDS.labels(consumer.keys.queue, outcome).observe(time.perf_counter() - start)
+    _settle_job(consumer, job, outcome, time.perf_counter() - start)
+
+
+def _run_jobs(consumer: JobConsumer, handler: Handler, batch_handler: BatchHandler, jobs: list[Job]) -> None:
+    """The jobs taken together, in one call of the batch handler; each finished or failed as `_run_job` does."""
+    BATCH_JOBS.labels(consumer.keys.queue).observe(len(jobs))
+    start = time.perf_counter()
+    try:
+        with consumer.kept_claimed(*jobs):
+            outcomes = batch_handler(jobs)
+        if len(outcomes) != len(jobs):
+            raise ValueError(f"the batch handler answered {len(outcomes)} outcomes for {len(jobs)} jobs")
+    except redis.RedisError:
+        raise  # as for one job: every job of the batch stays unacknowledged
+    except Exception as exc:  # not the jobs' fault until one fails alone
+        logger.warning("a batch of %d jobs failed (%s: %s); running each alone", len(jobs), type(exc).__name__, exc)
+        for job in jobs:
+            _run_job(consumer, handler, job)
+        return
+    seconds = time.perf_counter() - start  # each job waited for the whole call
+    states = consumer.end_many(list(zip(jobs, outcomes, strict=True)))  # one round trip for them all
+    for job, outcome, state in zip(jobs, outcomes, states, strict=True):
+        token = request_id.set(job.request_id or job.id)
+        if state == FAILED:
+            reason = failure_reason(outcome) if isinstance(outcome, Exception) else "its result cannot be stored"
+            logger.warning("job %s failed: %s", job.id, reason)
+        else:
+            logger.info("job %s done (attempt %d)", job.id, job.attempts)
+        request_id.reset(token)
+        JOB_SECONDS.labels(consumer.keys.queue, state).observe(seconds)
+
+
+def _settle_job(consumer: JobConsumer, job: Job, outcome: Any, seconds: float) -> None:
+    """Store the job's result, or fail it with the exception its handler raised (or returned, for a batch)."""
+    token = request_id.set(job.request_id or job.id)
+    try:
+        if not isinstance(outcome, Exception):
+            try:
+                consumer.finish(job, outcome)  # TypeError for a result it cannot store: that fails the job too
+            except redis.RedisError:
+                raise
+            except Exception as exc:
+                outcome = exc
+        if isinstance(outcome, Exception):
+            reason = failure_reason(outcome)
+            logger.warning("job %s failed: %s", job.id, reason, exc_info=outcome)
+            consumer.fail(job, reason)
+            state = FAILED
+        else:
+            logger.info("job %s done (attempt %d)", job.id, job.attempts)
+            state = "done"
+    finally:
+        request_id.reset(token)
+    JOB_SECONDS.labels(consumer.keys.queue, state).observe(seconds)

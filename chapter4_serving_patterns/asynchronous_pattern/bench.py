@@ -14,6 +14,7 @@ result; queue wait is a worker's start minus the submission; work is the result 
 must be done, with the digit's label, or the command fails.
 
     python -m chapter4_serving_patterns.asynchronous_pattern.bench [--workers 1 2] [--seconds 5] [--jobs 2000]
+        [--batch-max-jobs 1]  (the workers' BATCH_MAX_JOBS: more than 1 predicts the jobs waiting together at once)
 """
 
 import argparse
@@ -36,11 +37,12 @@ PATTERN = Path(__file__).parent
 QUEUE = "jobs"
 
 
-def run(workers: int, seconds: float, connections: int, jobs: int) -> dict:
+def run(workers: int, seconds: float, connections: int, jobs: int, batch_max_jobs: int = 1) -> dict:
     os.environ["WORKER_REPLICAS"] = str(workers)  # interpolated into docker-compose.yml by the runner
     digits = sample_digits()
     body = orjson.dumps({"image_data": digits["7"]})
-    with run_pattern(PATTERN, free_ports=True, overrides={"worker": {"WORK_DELAY_SECONDS": "0"}}) as pattern:
+    worker = {"WORK_DELAY_SECONDS": "0", "BATCH_MAX_JOBS": str(batch_max_jobs)}
+    with run_pattern(PATTERN, free_ports=True, overrides={"worker": worker}) as pattern:
         url = pattern.url("proxy") + "/predict"
         settings = QueueSettings(redis_url=f"redis://127.0.0.1:{pattern.port('redis')}/0", queue_name=QUEUE)
         client = redis.Redis.from_url(settings.redis_url)
@@ -72,14 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5, help="wrk's load through the proxy (default 5)")
     parser.add_argument("--connections", type=int, default=16, help="wrk's connections (default 16)")
     parser.add_argument("--jobs", type=int, default=2000, help="jobs of the backlog (default 2000)")
+    parser.add_argument(
+        "--batch-max-jobs", type=int, default=1, help="BATCH_MAX_JOBS of the workers: jobs per model call (default 1)"
+    )
     args = parser.parse_args(argv)
     stop_on_signals()
     rows = []
     for workers in args.workers:
         print(f"{workers} worker(s)...", flush=True)
-        rows.append(run(workers, args.seconds, args.connections, args.jobs))
+        rows.append(run(workers, args.seconds, args.connections, args.jobs, args.batch_max_jobs))
     load = f"wrk: {args.connections} connections, {args.seconds:g} s"
-    print(f"\n{os.cpu_count()} cores; the proxy: 2 gunicorn workers; {load}; backlog: {args.jobs} jobs\n")
+    batching = f"up to {args.batch_max_jobs} jobs per model call" if args.batch_max_jobs > 1 else "a job per model call"
+    print(f"\n{os.cpu_count()} cores; the proxy: 2 gunicorn workers; {load}; backlog: {args.jobs} jobs; {batching}\n")
     print("| workers | load | jobs | submitted/s | POST p50 / p99 | jobs/s | queue wait p50 / p99 | work p50 |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     bad = 0

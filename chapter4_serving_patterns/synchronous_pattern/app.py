@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mlpatterns.batching import enable_batching
 from mlpatterns.dataplane import Answer, DataPlane
 from mlpatterns.errors import NotFound, PayloadTooLarge
 from mlpatterns.images import Base64Image as CoreBase64Image
@@ -233,6 +234,7 @@ def create_app(settings: SynchronousSettings | None = None) -> FastAPI:
         max_items=settings.max_batch_rows,
         preprocess=ImagePreprocessor(shape=(3, 32, 32)),  # the CNN normalises raw 0..255 pixels itself
     )
+    enable_batching(plane, settings)
     app = create_service_app(settings, lambda router: add_routes(router, plane, settings))
     app.state.plane = plane
     return app

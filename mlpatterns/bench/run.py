@@ -70,15 +70,22 @@ class Figures:
     other_cpu: float  # the largest share of the machine used by other processes during a round
 
 
-def measure(targets: list[Target], body: bytes | None, seconds: float, warmup: float, rounds: int) -> dict:
+def measure(
+    targets: list[Target],
+    body: bytes | None,
+    seconds: float,
+    warmup: float,
+    rounds: int,
+    concurrencies: tuple[int, ...] = CONCURRENCIES,
+) -> dict:
     """Load each target in turn at each concurrency, `rounds` times: {(label, connections): Figures}.
     Each target is sent its own body if it has one, else `body`."""
     for target in targets:
         if warmup:  # connections, caches, lazy imports
-            run_wrk(target.url, target.body or body, max(CONCURRENCIES), warmup, headers=target.headers)
-    runs: dict[tuple[str, int], list] = {(t.label, c): [] for t in targets for c in CONCURRENCIES}
+            run_wrk(target.url, target.body or body, max(concurrencies), warmup, headers=target.headers)
+    runs: dict[tuple[str, int], list] = {(t.label, c): [] for t in targets for c in concurrencies}
     for round_number in range(1, rounds + 1):
-        for connections in CONCURRENCIES:
+        for connections in concurrencies:
             for target in targets:
                 with CpuMeter(target.pgid) as meter:
                     load = run_wrk(target.url, target.body or body, connections, seconds, headers=target.headers)
@@ -320,7 +327,7 @@ def render(
     return "\n".join(lines)
 
 
-def figures_table(labels: list[str], figures: dict) -> list[str]:
+def figures_table(labels: list[str], figures: dict, concurrencies: tuple[int, ...] = CONCURRENCIES) -> list[str]:
     """`measure`'s figures as the lines of a markdown table: one row per label and concurrency."""
     return [
         "| what | connections | req/s | p50 | p99 | server CPU per request | errors |",
@@ -329,7 +336,7 @@ def figures_table(labels: list[str], figures: dict) -> list[str]:
             f"| {label} | {c} | {f.rps:,.0f} | {f.p50_ms:.2f} ms | {f.p99_ms:.2f} ms | {f.cpu_us_per_request:,.0f} µs "
             f"| {f.errors} |"
             for label in labels
-            for c in CONCURRENCIES
+            for c in concurrencies
             for f in [figures[label, c]]
         ),
     ]

@@ -15,6 +15,7 @@ from fastapi import APIRouter, FastAPI, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
+from mlpatterns.batching import enable_batching
 from mlpatterns.dataplane import Answer, DataPlane, Postprocess, Preprocess
 from mlpatterns.predictor import OnnxPredictor
 from mlpatterns.serving.schemas import (
@@ -206,6 +207,7 @@ def create_serving_app(
         preprocess=preprocess,
         postprocess=postprocess,
     )
+    enable_batching(plane, settings)
     app = create_service_app(
         settings,
         lambda router: add_prediction_routes(

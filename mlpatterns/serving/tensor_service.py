@@ -22,6 +22,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import Field
 
 from mlpatterns import metrics
+from mlpatterns.batching import enable_batching
 from mlpatterns.dataplane import DataPlane
 from mlpatterns.errors import InvalidInput
 from mlpatterns.predictor import OnnxPredictor
@@ -119,6 +120,7 @@ def add_routes(router: APIRouter, plane: DataPlane) -> None:
 def create_tensor_app(settings: TensorServiceSettings) -> FastAPI:
     predictor = OnnxPredictor(settings.model_path, settings.resolved_label_path).load()
     plane = DataPlane(predictor, name=settings.model_name, max_items=settings.max_batch_rows)
+    enable_batching(plane, settings)
     return create_service_app(settings, lambda router: add_routes(router, plane))
 
 

@@ -2,6 +2,9 @@
 
 It doubles `payload["n"]`; `sleep` waits that long first, `wait_for` waits until that file exists, `fail` raises.
 Each run of a job counts in Redis under `test-runs:<job id>`, so a test sees how often a job was run.
+With BATCH_MAX_JOBS > 1 its batch handler doubles the jobs taken together, pushing each batch's size to the
+list `test-batches:<queue>`; it answers a `fail` job with its error, an `unstorable` one with a result JSON cannot
+hold, and raises for the whole batch on a `fail_batch` job (the worker then runs each job alone).
 """
 
 import sys
@@ -27,7 +30,20 @@ def main() -> int:
         time.sleep(payload.get("sleep", 0))
         return {"double": 2 * payload["n"], "worker": settings.consumer_name}
 
-    return run_worker(settings, double)
+    def double_all(jobs: list[Job]) -> list:
+        runs.rpush(f"test-batches:{settings.queue_name}", len(jobs))
+        if any(job.payload.get("fail_batch") for job in jobs):
+            raise RuntimeError("this batch cannot be doubled together")
+        return [
+            ValueError(f"cannot double {j.payload['n']}")
+            if j.payload.get("fail")
+            else {"double": {1, 2}}  # a set: JSON has none
+            if j.payload.get("unstorable")
+            else double(j)
+            for j in jobs
+        ]
+
+    return run_worker(settings, double, double_all)
 
 
 if __name__ == "__main__":

@@ -236,3 +236,30 @@ def test_live_workers_are_counted_in_redis_and_a_drained_one_leaves(settings, cl
     first.send_signal(signal.SIGTERM)
     assert first.wait(10) == 0
     assert asyncio.run(live()) == ["w2"]  # at once, not a minute later
+
+
+def test_a_batch_worker_takes_the_waiting_jobs_together_and_a_bad_one_fails_alone(settings, client, start_worker):
+    payloads = [{"n": n, "fail": n == 5, "unstorable": n == 8} for n in range(10)]
+    ids = submit(settings, *payloads)  # waiting before the worker starts: it reads them 4 at a time
+    start_worker("batcher", batch_max_jobs=4)
+    wait_until(lambda: read_stats(client, settings.queue_name).length == 0, what="10 jobs finished")
+
+    jobs = [job(client, settings, job_id) for job_id in ids]
+    assert [j.state for j in jobs] == ["failed" if n in (5, 8) else "done" for n in range(10)]
+    assert [j.result["double"] for j in jobs if j.state == "done"] == [2 * n for n in range(10) if n not in (5, 8)]
+    assert jobs[5].error == "ValueError: cannot double 5"
+    assert jobs[8].error.startswith("TypeError")  # its result could not be stored
+    assert client.lrange(f"test-batches:{settings.queue_name}", 0, -1) == [b"4", b"4", b"2"]
+
+
+def test_a_batch_whose_call_raises_is_run_job_by_job(settings, client, start_worker):
+    ids = submit(settings, {"n": 1}, {"n": 2, "fail_batch": True}, {"n": 3, "fail": True})
+    start_worker("batcher", batch_max_jobs=8)
+    wait_until(lambda: read_stats(client, settings.queue_name).length == 0, what="3 jobs finished")
+
+    jobs = [job(client, settings, job_id) for job_id in ids]
+    assert [j.state for j in jobs] == ["done", "done", "failed"]  # each alone: only the job that fails alone fails
+    assert [jobs[0].result["double"], jobs[1].result["double"]] == [2, 4]
+    assert jobs[2].error == "ValueError: cannot double 3"
+    assert client.lrange(f"test-batches:{settings.queue_name}", 0, -1) == [b"3"]
+    assert [runs(client, job_id) for job_id in ids] == [1, 1, 1]
