@@ -25,3 +25,16 @@ def read_verdict(report: str) -> tuple[str, str] | None:
     key = next((line.removeprefix(KEY) for line in lines if line.startswith(KEY)), None)
     target = next((line.removeprefix(TARGET) for line in lines if line.startswith(TARGET)), None)
     return (key, target) if key and target else None
+
+
+PROXY_LIMIT_MS = 0.5  # the performance issue's target for chapter 6's proxies, over a direct call's p50 at c=1
+
+
+def proxy_verdict(proxied_ms: float, direct_ms: float, proxied: str, direct: str) -> list[str]:
+    """The verdict lines of a chapter 6 proxy: its p50 at one connection beside a direct call's, in one run."""
+    return verdict_lines(
+        f"p50 at c=1 {proxied} {proxied_ms:.2f} ms",
+        f"{proxied_ms - direct_ms:+.2f} ms over {direct} ({direct_ms:.2f} ms)",
+        f"at most {PROXY_LIMIT_MS:g} ms added to a direct call's p50 at c=1",
+        proxied_ms - direct_ms <= PROXY_LIMIT_MS,
+    )
