@@ -1,6 +1,7 @@
 """`make bench` with no P: every serving pattern's bench in turn, then one summary at build/bench/all.md.
 
     python -m mlpatterns.bench.all [--seconds S] [--rounds N] [--warmup W] [--only DIR ...]
+    python -m mlpatterns.bench.all --tiny     # each bench at its smallest setting: does it run, does it report?
 
 Each pattern's bench is the command `make bench P=<dir>` runs (its own bench.py, or the generic one of
 mlpatterns/bench/run.py), in its own process, with the options given here passed on (without them each bench keeps
@@ -54,6 +55,14 @@ NOT_BENCHED = {
     "chapter2_training/model_db": "the model registry: CRUD over PostgreSQL, no model to serve beside a floor",
     "chapter4_serving_patterns/edge_ai_pattern": "no server: the edge client's own report (make demo) gives each "
     "model's latency on the device",
+}
+
+
+# --tiny: one round of one second, no warm-up, and the smallest work of the benches that size their own.
+TINY = ["--seconds=1", "--rounds=1", "--warmup=0"]
+TINY_EXTRA = {
+    "chapter4_serving_patterns/batch_pattern": ["--rows=5000"],
+    "chapter4_serving_patterns/asynchronous_pattern": ["--jobs=200"],
 }
 
 
@@ -127,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="per run, passed to every bench (default: each bench's own)")
     parser.add_argument("--rounds", type=int, help="runs per server and concurrency, passed to every bench")
     parser.add_argument("--warmup", type=float, help="warm-up seconds, passed to every bench")
+    parser.add_argument("--tiny", action="store_true", help="each bench at its smallest setting (the tests')")
     parser.add_argument("--only", nargs="+", metavar="DIR", help="these pattern directories only (of the list)")
     args = parser.parse_args(argv)
     patterns = list(BENCHED)
@@ -138,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     options = [
         f"--{name}={value:g}" for name in ("seconds", "rounds", "warmup") if (value := getattr(args, name)) is not None
     ]
+    if args.tiny and options:
+        parser.error("--tiny sets --seconds, --rounds and --warmup itself")
     given = shlex.join(argv if argv is not None else sys.argv[1:])
     if os.environ.get("MAKELEVEL"):
         command = f"make bench BENCH_ARGS={shlex.quote(given)}" if given else "make bench"
@@ -145,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         command = f"python -m mlpatterns.bench.all {given}".strip()
     load_before, outcomes = load_average(), []
     for number, pattern in enumerate(patterns, 1):
-        print(f"\n=== [{number}/{len(patterns)}] {pattern}: {shlex.join(bench_command(pattern, options))}", flush=True)
-        outcome = run_one(pattern, options)
+        given = TINY + TINY_EXTRA.get(pattern, []) if args.tiny else options
+        print(f"\n=== [{number}/{len(patterns)}] {pattern}: {shlex.join(bench_command(pattern, given))}", flush=True)
+        outcome = run_one(pattern, given)
         outcomes.append(outcome)
         state = "ok" if outcome.passed else f"FAILED (exit {outcome.status})"
         print(f"=== [{number}/{len(patterns)}] {pattern}: {state} in {outcome.seconds:.0f} s", flush=True)
