@@ -41,7 +41,11 @@ def run_job(url: str, **settings: str) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return bench_command(__doc__, argv, bench)
+    return bench_command(__doc__, argv, bench, add_options)
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--book-seconds", type=int, default=20, help="of the book's scenario (default: 20, as compose)")
 
 
 def bench(args: argparse.Namespace) -> int:
@@ -58,7 +62,7 @@ def bench(args: argparse.Namespace) -> int:
                 f"locust {locust[-1].rate:,.0f} req/s ({locust[-1].rate / wrk[-1].rps:.0%})",
                 flush=True,
             )
-        book = run_job(url)  # the compose job's settings: 100 requests/s
+        book = run_job(url, RUN_TIME=f"{args.book_seconds}s")  # the compose job's settings: 100 requests/s
     if any(load.status_errors or load.socket_errors for load in wrk):
         print("ERROR: wrk saw errors", file=sys.stderr)
         return 1

@@ -77,6 +77,11 @@ def measure(targets: list[Target], body: bytes, seconds: float, warmup: float, r
             for target in targets:
                 with CpuMeter(target.pgid) as meter:
                     load = run_wrk(target.url, body, connections, seconds, headers=target.headers)
+                if not load.requests:  # a figure of nothing: say so rather than divide by it
+                    raise RunnerError(
+                        f"{target.label}: no answer within {seconds:g} s at c={connections} (a cold or overloaded "
+                        "server: run again with a longer --warmup or --seconds)"
+                    )
                 runs[target.label, connections].append((load, meter.result))
                 print(
                     f"  round {round_number}/{rounds} c={connections:<3} {target.label}: {load.rps:,.0f} req/s, "
@@ -160,13 +165,20 @@ def parse_run_options(parser: argparse.ArgumentParser, argv: list[str] | None) -
     return args
 
 
-def bench_command(doc: str, argv: list[str] | None, bench: Callable[[argparse.Namespace], int]) -> int:
+def bench_command(
+    doc: str,
+    argv: list[str] | None,
+    bench: Callable[[argparse.Namespace], int],
+    add_options: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> int:
     """The frame of a pattern's own bench.py, whose `main` is `return bench_command(__doc__, argv, bench)`: the
     options of `measure` (--seconds, --rounds, --warmup), signals that stop every server it started, and wrk;
     `bench(args)` starts what it measures and returns the exit status. Without wrk it exits 2, with a pattern that
-    does not start 1."""
+    does not start 1. `add_options` adds the bench's own options to the parser."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     add_run_options(parser)
+    if add_options:
+        add_options(parser)
     args = parse_run_options(parser, argv)
     stop_on_signals()
     try:
