@@ -41,3 +41,27 @@ def test_bench_runs_and_writes_its_report(pattern, tmp_path):
     key_figure, target = verdict
     assert target.endswith((": met", ": NOT MET", "none set by the performance issue"))
     assert f"| {name} | {key_figure} | {target} | 0 |" in (tmp_path / "all.md").read_text()
+
+
+def test_a_failing_bench_is_reported_and_the_others_still_run(monkeypatch, tmp_path, capsys):
+    """The driver's own logic, on two stand-in benches: one writes a report, one exits 3 before writing any."""
+    from mlpatterns.bench import all as bench_all
+
+    writes = (
+        "import pathlib, sys; pathlib.Path(sys.argv[1]).write_text("
+        "'## Benchmark: good\\n|---|\\n- key figure: 5 req/s, 50% of the floor\\n- target: at least 40%: met\\n')"
+    )
+    commands = {
+        "chapter9/failing": [sys.executable, "-c", "import sys; sys.exit(3)"],
+        "chapter9/good": [sys.executable, "-c", writes, str(tmp_path / "good.md")],
+    }
+    monkeypatch.setenv("MLPATTERNS_BENCH_DIR", str(tmp_path))
+    monkeypatch.setattr(bench_all, "BENCHED", tuple(commands))
+    monkeypatch.setattr(bench_all, "bench_command", lambda pattern, options: commands[pattern])
+
+    assert bench_all.main(["--seconds", "1"]) == 1
+    summary = (tmp_path / "all.md").read_text()
+    assert "| failing | (no report) | - | 3 |" in summary
+    assert "| good | 5 req/s, 50% of the floor | at least 40%: met | 0 |" in summary
+    assert "1 of 2 benches ran" in summary
+    assert "FAILED: chapter9/failing" in capsys.readouterr().err
