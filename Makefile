@@ -11,6 +11,8 @@ help:
 	@echo "make lint            ruff: lint and format check of the whole tree"
 	@echo "make up P=<dir>      run a pattern locally until Ctrl-C (FREE_PORTS=1 if its ports are taken)"
 	@echo "make bench P=<dir>   benchmark a serving pattern against its floors (its own bench.py, if it has one)"
+	@echo "make bench           every serving pattern's bench in turn, a summary in build/bench/all.md"
+	@echo "                     (BENCH_ARGS='--seconds 2 --rounds 1 --warmup 1': options for the benches)"
 	@echo "make bench-peers     web_single beside MLServer, BentoML, Ray Serve (PEERS=mlserver,...; installs them from PyPI once)"
 	@echo "make setup | models  install what is needed | (re)build the models that are out of date"
 
@@ -40,9 +42,9 @@ images: setup
 	MLPATTERNS_IMAGES=1 $(PYTHON) -m pytest -s -p no:cacheprovider tests/test_container_images.py; \
 	  status=$$?; cat build/images/report.txt 2>/dev/null; exit $$status
 
+# Without P: every serving pattern's bench (mlpatterns/bench/all.py).
 bench: setup
-	@test -n "$(P)" || { echo "usage: make bench P=<pattern dir>"; exit 2; }
-	$(if $(wildcard $(P)/bench.py),$(PYTHON) -m $(subst /,.,$(P:%/=%)).bench,$(PYTHON) -m mlpatterns.bench $(P))
+	$(if $(P),$(if $(wildcard $(P)/bench.py),$(PYTHON) -m $(subst /,.,$(P:%/=%)).bench,$(PYTHON) -m mlpatterns.bench $(P)),$(PYTHON) -m mlpatterns.bench.all) $(BENCH_ARGS)
 
 bench-peers: setup
 	$(PYTHON) -m mlpatterns.bench.peers $(if $(PEERS),--peers $(PEERS))

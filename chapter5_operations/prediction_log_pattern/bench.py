@@ -17,6 +17,7 @@ import httpx
 import orjson
 
 from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, bench_command, measure, save_report
+from mlpatterns.bench.verdict import verdict_lines
 from mlpatterns.runner.run import run_pattern
 
 PATTERN = Path(__file__).parent
@@ -102,6 +103,10 @@ def render(args, workers: str, targets: list[Target], figures: dict, log: dict) 
             f"{figures[on, high].cpu_us_per_request / figures[off, high].cpu_us_per_request:.2f}x",
             f"- records: {log['written']:,.0f} written for {log['answered']:,.0f} answered requests, "
             f"{log['dropped']:,.0f} dropped",
+            *verdict_lines(
+                f"logging on, c={high} {figures[on, high].rps:,.0f} req/s",
+                f"{figures[on, high].rps / figures[off, high].rps:.0%} of logging off's (the floor)",
+            ),
             "",
         ]
     )

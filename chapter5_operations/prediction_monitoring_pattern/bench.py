@@ -26,6 +26,7 @@ from mlpatterns.bench.run import (
     measure,
     save_report,
 )
+from mlpatterns.bench.verdict import verdict_lines
 from mlpatterns.runner.run import run_pattern
 
 PATTERN = Path(__file__).parent
@@ -92,6 +93,10 @@ def bench(args: argparse.Namespace) -> int:
         f"on / echo floor: {figures[on, high].rps / figures[floor, high].rps:.0%}",
         f"- records: {seen['stored']:,.0f} stored for {seen['answered']:,.0f} answered requests, {seen['failed']:,.0f}"
         f" failed, {seen['dropped']:,.0f} dropped; the queues were written out {drain:.1f} s after the load ended",
+        *verdict_lines(
+            f"storing on, c=1 {figures[on, 1].rps:,.0f} req/s",
+            f"{figures[on, 1].rps / figures[off, 1].rps:.0%} of storing off's (the floor)",
+        ),
         "",
     ]
     report = "\n".join(lines)

@@ -29,6 +29,7 @@ from mlpatterns.bench.run import (
     measure,
     save_report,
 )
+from mlpatterns.bench.verdict import proxy_verdict
 from mlpatterns.runner.run import RunnerError, run_pattern
 
 PATTERN = Path(__file__).parent
@@ -103,6 +104,9 @@ def bench(args: argparse.Namespace) -> int:
         " breaker closed",
         f"- req/s at c={high}: breaker closed (3 backends)"
         f" {figures[closed_label, high].rps / figures[direct_label, high].rps:.2f}x one backend directly",
+        *proxy_verdict(
+            figures[closed_label, 1].p50_ms, figures[direct_label, 1].p50_ms, "breaker closed", "one backend directly"
+        ),
         "",
     ]
     save_report(PATTERN.name, "\n".join(lines))

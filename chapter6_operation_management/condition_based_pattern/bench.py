@@ -15,11 +15,12 @@ from pathlib import Path
 import httpx
 import orjson
 
-from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, bench_command, figures_table, measure
+from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, bench_command, figures_table, measure, save_report
+from mlpatterns.bench.verdict import proxy_verdict
 from mlpatterns.bench.wrk import run_wrk
 from mlpatterns.demo import metric_sum
 from mlpatterns.image_jobs import SAMPLE
-from mlpatterns.runner.run import REPO_ROOT, PatternRun, run_pattern
+from mlpatterns.runner.run import PatternRun, run_pattern
 
 PATTERN = Path(__file__).parent
 BODY = orjson.dumps({"image_data": SAMPLE["7"]})
@@ -81,12 +82,19 @@ def bench(args: argparse.Namespace) -> int:
             ratio = figures[routed.label, c].rps / figures[straight.label, c].rps
             extra = figures[routed.label, c].p50_ms - figures[straight.label, c].p50_ms
             lines.append(f"- c={c}: {routed.label} / {straight.label}: {ratio:.0%} of the req/s, p50 {extra:+.2f} ms")
-    lines += [f"- routing check: {'every request reached its route' if not errors else '; '.join(errors)}", ""]
-    report = "\n".join(lines)
-    print("\n" + report)
-    out = REPO_ROOT / "build" / "bench" / f"{PATTERN.name}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
+    lines.append(f"- routing check: {'every request reached its route' if not errors else '; '.join(errors)}")
+    # The verdict on the route that adds the most.
+    routed, straight = max(
+        ((targets[0], targets[2]), (targets[1], targets[3])),
+        key=lambda pair: figures[pair[0].label, 1].p50_ms - figures[pair[1].label, 1].p50_ms,
+    )
+    lines += [
+        *proxy_verdict(
+            figures[routed.label, 1].p50_ms, figures[straight.label, 1].p50_ms, routed.label, straight.label
+        ),
+        "",
+    ]
+    save_report(PATTERN.name, "\n".join(lines))
     if errors or any(f.errors for f in figures.values()):
         print("ERROR: a request reached the wrong model, or the load had errors", file=sys.stderr)
         return 1

@@ -21,6 +21,7 @@ import orjson
 from chapter6_operation_management.load_test_pattern.demo import load_job
 from chapter6_operation_management.load_test_pattern.report import Report, read_report
 from mlpatterns.bench.run import bench_command, save_report
+from mlpatterns.bench.verdict import verdict_lines
 from mlpatterns.bench.wrk import run_wrk
 from mlpatterns.runner.run import RunnerError, run_pattern
 
@@ -40,7 +41,11 @@ def run_job(url: str, **settings: str) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return bench_command(__doc__, argv, bench)
+    return bench_command(__doc__, argv, bench, add_options)
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--book-seconds", type=int, default=20, help="of the book's scenario (default: 20, as compose)")
 
 
 def bench(args: argparse.Namespace) -> int:
@@ -57,7 +62,7 @@ def bench(args: argparse.Namespace) -> int:
                 f"locust {locust[-1].rate:,.0f} req/s ({locust[-1].rate / wrk[-1].rps:.0%})",
                 flush=True,
             )
-        book = run_job(url)  # the compose job's settings: 100 requests/s
+        book = run_job(url, RUN_TIME=f"{args.book_seconds}s")  # the compose job's settings: 100 requests/s
     if any(load.status_errors or load.socket_errors for load in wrk):
         print("ERROR: wrk saw errors", file=sys.stderr)
         return 1
@@ -73,6 +78,10 @@ def bench(args: argparse.Namespace) -> int:
         ),
     ]
     lines = [
+        f"## Benchmark: {PATTERN.name}",
+        "",
+        "- command: `make bench P=chapter6_operation_management/load_test_pattern`",
+        "",
         f"POST /predict, one iris row, {CONNECTIONS} connections, {args.rounds} rounds of {args.seconds:g} s (medians)",
         "",
         "| client | req/s | p50 | p99 |",
@@ -84,6 +93,10 @@ def bench(args: argparse.Namespace) -> int:
         f"The book's scenario (100 requests/s, {book.duration:.0f} s): {book.requests} requests, "
         f"{book.failures} failed, p50 {book.latencies_ms['50%']:g} ms, p99 {book.latencies_ms['99%']:g} ms, "
         f"max {book.latencies_ms['max']:.1f} ms.",
+        "",
+        *verdict_lines(
+            f"one locust process {rows[1][1]:,.0f} req/s", f"{median(ratios):.0%} of wrk's (the floor) on the same API"
+        ),
     ]
     report = "\n".join(lines) + "\n"
     save_report(PATTERN.name, report)

@@ -16,6 +16,7 @@ import orjson
 from scipy.stats import binom
 
 from mlpatterns.bench.run import CONCURRENCIES, Target, bench_command, measure, save_report
+from mlpatterns.bench.verdict import proxy_verdict
 from mlpatterns.demo import metric_sum
 from mlpatterns.runner.run import run_pattern
 
@@ -93,6 +94,9 @@ def render(args, targets: list[Target], figures: dict, counts: dict, percent: in
             f"- the split under load: {counts['iris-svc']:,.0f} of {total:,.0f} answered by the SVC, "
             f"{counts['iris-svc'] / max(total, 1):.1%} (SVC_PERCENT={percent}; "
             f"99.9% band {band[0]:,.0f}-{band[1]:,.0f})",
+            *proxy_verdict(
+                figures[proxied, 1].p50_ms, figures[direct, 1].p50_ms, "through HAProxy", "the SVC directly"
+            ),
             "",
         ]
     )

@@ -21,9 +21,10 @@ from pathlib import Path
 import httpx
 import orjson
 
-from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, bench_command, measure
+from mlpatterns.bench.run import CONCURRENCIES, ECHO, Target, bench_command, measure, save_report
+from mlpatterns.bench.verdict import proxy_verdict
 from mlpatterns.demo import metric_sum
-from mlpatterns.runner.run import REPO_ROOT, run_pattern
+from mlpatterns.runner.run import run_pattern
 
 PATTERN = Path(__file__).parent
 BODY = orjson.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]})
@@ -69,11 +70,7 @@ def bench(args: argparse.Namespace) -> int:
             counts = {"B healthy": copies(shadowed.url("proxy")), "B frozen": copies(frozen.url("proxy"))}
         finally:
             os.killpg(frozen_group, signal.SIGCONT)
-    report = render(args, workers, targets, figures, counts)
-    print("\n" + report)
-    out = REPO_ROOT / "build" / "bench" / f"{PATTERN.name}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
+    save_report(PATTERN.name, render(args, workers, targets, figures, counts))
     errors = sum(f.errors for f in figures.values())
     if errors:
         print(f"ERROR: {errors} error answers or socket errors in the load", file=sys.stderr)
@@ -119,6 +116,12 @@ def render(args: argparse.Namespace, workers: str, targets: list[Target], figure
                 f"- copies, {name}: {c['answered']:,.0f} requests answered, "
                 + ", ".join(f"{c[o]:,.0f} {o}" for o in OUTCOMES)
                 for name, c in counts.items()
+            ),
+            *proxy_verdict(
+                figures[shadowed, low].p50_ms,
+                figures[direct, low].p50_ms,
+                "through the proxy as it runs (every request copied to B)",
+                "A directly",
             ),
             "",
         ]

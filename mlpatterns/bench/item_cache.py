@@ -28,6 +28,7 @@ import orjson
 
 from mlpatterns.bench.cpu import CpuMeter
 from mlpatterns.bench.run import CONCURRENCIES, Target, measure, save_report, summarize
+from mlpatterns.bench.verdict import verdict_lines
 from mlpatterns.bench.wrk import WrkMissing, ensure_wrk, run_wrk
 from mlpatterns.demo import metric_sum
 from mlpatterns.images import ImagePreprocessor
@@ -99,7 +100,8 @@ def run(pattern: Path, item: str, seconds: float, rounds: int, warmup: float) ->
     # between requests, so the entry the last request wrote is gone when the next one looks.
     with run_pattern(pattern, free_ports=True, overrides={"proxy": {"CACHE_TTL_SECONDS": "0.001"}}) as started:
         proxy = started.url("proxy")
-        run_wrk(proxy + ROUTE, body, 1, warmup, delay_ms=MISS_DELAY_MS)
+        if warmup:
+            run_wrk(proxy + ROUTE, body, 1, warmup, delay_ms=MISS_DELAY_MS)
         before, runs = cache_counts(proxy, namespace), []
         for _ in range(rounds):
             with CpuMeter(started.running["proxy"].process.pid) as meter:
@@ -112,7 +114,8 @@ def run(pattern: Path, item: str, seconds: float, rounds: int, warmup: float) ->
     return hits, misses, workers
 
 
-def main(pattern: Path, argv: list[str] | None = None) -> int:
+def main(pattern: Path, argv: list[str] | None = None, max_hit_over_get: float | None = None) -> int:
+    """`max_hit_over_get`: the performance issue's target for the hit's p50 at c=1 over the bare GET's, if any."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--item", default="0003", help="the item asked for (default 0003)")
     parser.add_argument("--seconds", type=float, default=3.0, help="per wrk run (default 3)")
@@ -137,6 +140,7 @@ def main(pattern: Path, argv: list[str] | None = None) -> int:
     ]
     hit, floor, miss = (f"hit: POST {ROUTE}", "bare Redis GET (floor)", f"miss: POST {ROUTE}")
     low, high = min(CONCURRENCIES), max(CONCURRENCIES)
+    hit_over_get = figures[hit, low].p50_ms / figures[floor, low].p50_ms
     report = "\n".join(
         [
             f"## Benchmark: {name}",
@@ -154,12 +158,18 @@ def main(pattern: Path, argv: list[str] | None = None) -> int:
             "|---|---:|---:|---:|---:|---:|---:|",
             *rows,
             "",
-            f"- hit p50 at c={low}: {figures[hit, low].p50_ms / figures[floor, low].p50_ms:.2f}x the bare GET's; "
+            f"- hit p50 at c={low}: {hit_over_get:.2f}x the bare GET's; "
             f"req/s at c={high}: {figures[hit, high].rps / figures[floor, high].rps:.0%} of the bare GET's",
             f"- miss p50 at c={low}: {figures[miss, low].p50_ms / figures[hit, low].p50_ms:.2f}x the hit's "
             f"(the miss runs: 1 connection pausing {MISS_DELAY_MS} ms between requests, so req/s is not a capacity)",
             f"- in process: loading and preprocessing item {args.item} {preprocess_us:,.0f} µs; "
             f"one onnxruntime call on its tensor {model_us:,.0f} µs",
+            *verdict_lines(
+                f"hit p50 at c={low} {figures[hit, low].p50_ms:.2f} ms",
+                f"{hit_over_get:.2f}x the bare Redis GET's ({figures[floor, low].p50_ms:.2f} ms)",
+                None if max_hit_over_get is None else f"at most {max_hit_over_get:g}x the bare Redis GET's p50",
+                None if max_hit_over_get is None else hit_over_get <= max_hit_over_get,
+            ),
             "",
         ]
     )

@@ -9,6 +9,7 @@
 What to load comes from the pattern's compose file, a top-level `x-bench` (every key optional):
     x-bench: {service: proxy, path: /predict/label, body: {"data": [...]}, model: models/cifar10/model.onnx}
     x-bench: {service: serving, path: "/v1/models/digits:predict", key: instances, sample: digit}
+    x-bench: {min_share_of_echo: 0.9}  # the performance issue's target: req/s at c=32 at least 90% of the echo's
 By default: the service `web`, POST /predict, `{"data": [item]}` with the first item of its /metadata sample
 (`sample: digit`: a shipped digit image instead; `key`: another name than "data"), the service's MODEL_PATH.
 Image items (base64 strings) are decoded once before the model floor, which measures the model alone.
@@ -37,6 +38,7 @@ import orjson
 import yaml
 
 from mlpatterns.bench.cpu import CpuMeter, CpuShare
+from mlpatterns.bench.verdict import verdict_lines
 from mlpatterns.bench.wrk import Load, WrkMissing, ensure_wrk, run_wrk
 from mlpatterns.images import ImagePreprocessor, sample_digits
 from mlpatterns.predictor import OnnxPredictor
@@ -89,6 +91,11 @@ def measure(
             for target in targets:
                 with CpuMeter(target.pgid) as meter:
                     load = run_wrk(target.url, target.body or body, connections, seconds, headers=target.headers)
+                if not load.requests:  # a figure of nothing: say so rather than divide by it
+                    raise RunnerError(
+                        f"{target.label}: no answer within {seconds:g} s at c={connections} (a cold or overloaded "
+                        "server: run again with a longer --warmup or --seconds)"
+                    )
                 runs[target.label, connections].append((load, meter.result))
                 print(
                     f"  round {round_number}/{rounds} c={connections:<3} {target.label}: {load.rps:,.0f} req/s, "
@@ -112,11 +119,10 @@ def summarize(done: list[tuple[Load, CpuShare]]) -> Figures:
 def bench_spec(pattern: Path) -> dict:
     """The pattern's `x-bench` (module docstring), checked: a misspelt key stops the bench instead of being ignored."""
     spec = yaml.safe_load((pattern / "docker-compose.yml").read_text()).get("x-bench") or {}
-    unknown = set(spec) - {"service", "path", "body", "key", "sample", "model"}
+    known = ("service", "path", "body", "key", "sample", "model", "min_share_of_echo")
+    unknown = set(spec) - set(known)
     if unknown:
-        raise RunnerError(
-            f"{pattern}: x-bench has unknown keys {sorted(unknown)} (service, path, body, key, sample, model)"
-        )
+        raise RunnerError(f"{pattern}: x-bench has unknown keys {sorted(unknown)} ({', '.join(known)})")
     if spec.get("sample", "metadata") not in ("metadata", "digit"):
         raise RunnerError(f"{pattern}: x-bench sample is metadata or digit, not {spec['sample']!r}")
     return spec
@@ -144,13 +150,18 @@ def model_floor(model_path: Path, sample: list, seconds: float) -> tuple[float, 
     return calls_per_second(one_row), calls_per_second(batch) * BATCH_ROWS
 
 
+def bench_dir() -> Path:
+    """Where reports go: build/bench/, or MLPATTERNS_BENCH_DIR (the tests' own, leaving a user's reports alone)."""
+    return Path(os.environ.get("MLPATTERNS_BENCH_DIR") or REPO_ROOT / "build" / "bench")
+
+
 def save_report(name: str, report: str) -> Path:
     """Print a bench's report and write it to build/bench/<name>.md (every bench command's last step)."""
     print("\n" + report)
-    out = REPO_ROOT / "build" / "bench" / f"{name}.md"
+    out = bench_dir() / f"{name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
-    print(f"written to {out.relative_to(REPO_ROOT)}")
+    print(f"written to {out}")
     return out
 
 
@@ -261,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model floor: {model_path} in process...", flush=True)
     calls_per_s, rows_per_s = model_floor(Path(model_path), sample, min(args.seconds, 3.0))
 
-    report = render(args, name, workers, body, [t.label for t in targets], figures, calls_per_s, rows_per_s)
+    labels = [t.label for t in targets]
+    report = render(args, name, workers, body, labels, figures, calls_per_s, rows_per_s, spec.get("min_share_of_echo"))
     save_report(name, report)
     failed = {key: f.errors for key, f in figures.items() if f.errors}
     for (label, connections), errors in failed.items():
@@ -278,6 +290,7 @@ def render(
     figures: dict,
     calls_per_s: float,
     rows_per_s: float,
+    min_share_of_echo: float | None = None,
 ) -> str:
     command = (
         f"make bench P={args.pattern}"
@@ -323,7 +336,15 @@ def render(
             + (f" ({ours.rps * args.rows:,.0f} rows/s against {floor.rps * args.rows:,.0f})" if args.rows > 1 else ""),
             f"- {args.path} p99 at c={high}: {ours.p99_ms / floor.p99_ms:.2f}x the bare floor's",
         ]
-    lines.append("")
+    lines += [
+        *verdict_lines(
+            f"{args.path} at c={high} {figures[pattern, high].rps:,.0f} req/s",
+            f"{throughput:.0%} of the echo floor's",
+            None if min_share_of_echo is None else f"at least {min_share_of_echo:.0%} of the echo's req/s at c={high}",
+            None if min_share_of_echo is None else throughput >= min_share_of_echo,
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 
