@@ -180,7 +180,7 @@ def add_prediction_routes(
 
 
 def add_post_routes(router: APIRouter, routes: list[tuple[str, Callable, type[BaseModel]]]) -> None:
-    """(path, endpoint, response model) as POST routes on the fast path of PredictRequestRoute."""
+    """(path, endpoint, response model) as POST routes the service's fast lane answers (PredictRequestRoute)."""
     # add_api_route rather than the decorator: only it takes a route class.
     for path, endpoint, response_model in routes:
         router.add_api_route(
