@@ -37,7 +37,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from mlpatterns import metrics
-from mlpatterns.dataplane import INLINE_MAX_VALUES, STAGE_SECONDS, Answer, DataPlane
+from mlpatterns.dataplane import STAGE_SECONDS, Answer, DataPlane
 from mlpatterns.settings import ModelServingSettings
 
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -67,9 +67,14 @@ class MicroBatcher:
         self.max_items = max_items
         self.adaptive = adaptive
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batch-{plane.name}")
-        self._sizes = (BATCH_ITEMS.labels(plane.name), BATCH_REQUESTS.labels(plane.name))
-        self._timers = {stage: STAGE_SECONDS.labels(plane.name, stage) for stage in ("batch_wait", "model")}
-        self._item_values = int(np.prod([max(d, 1) for d in plane.predictor.feature_shape]))
+        # Updated for every request: written together at the end of the loop's round (metrics.deferred).
+        self._sizes = (
+            metrics.deferred(BATCH_ITEMS.labels(plane.name)),
+            metrics.deferred(BATCH_REQUESTS.labels(plane.name)),
+        )
+        self._timers = {
+            stage: metrics.deferred(STAGE_SECONDS.labels(plane.name, stage)) for stage in ("batch_wait", "model")
+        }
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -84,7 +89,7 @@ class MicroBatcher:
     async def predict(self, items: list | np.ndarray) -> Answer:
         """The answer to this request's items alone, predicted together with whatever arrives with it."""
         plane = self.plane
-        inline = isinstance(items, np.ndarray) or len(items) * self._item_values <= INLINE_MAX_VALUES
+        inline = isinstance(items, np.ndarray) or plane.fits_inline(len(items))
         if plane.preprocess is None and inline:
             batch = plane.to_input(items)  # an array is checked in microseconds, a short list too
         else:
@@ -149,7 +154,7 @@ class MicroBatcher:
             self._timers["batch_wait"].observe(now - waiting.since)
         batches = [waiting.batch for waiting in taken]
         self._calls += 1
-        if sum(map(len, batches)) * self._item_values <= INLINE_MAX_VALUES:
+        if self.plane.fits_inline(sum(map(len, batches))):
             self._deliver(taken, self._predict(batches))  # _predict answers every request, raising nothing
             return
         try:

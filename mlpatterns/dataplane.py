@@ -105,6 +105,10 @@ class DataPlane:
         """How deep the model's own items are: 1 for a row of features, 3 for an image (channels x rows x cols)."""
         return len(self.predictor.feature_shape)
 
+    def fits_inline(self, count: int) -> bool:
+        """Whether `count` items are few enough to predict on the event loop (INLINE_MAX_VALUES)."""
+        return count * self._item_values <= INLINE_MAX_VALUES
+
     def check_size(self, items: list | np.ndarray) -> None:
         if len(items) > self.max_items:
             noun = self.item_name
@@ -146,7 +150,7 @@ class DataPlane:
         With a preprocess hook (decoding an image costs milliseconds) every batch goes to the pool."""
         if self.batcher is not None:
             return await self.batcher.predict(items)
-        if self.preprocess is None and len(items) * self._item_values <= INLINE_MAX_VALUES:
+        if self.preprocess is None and self.fits_inline(len(items)):
             return self.predict(items)
         self.check_size(items)  # before the hop: a refused batch costs nothing more
         return await run_in_threadpool(self.predict, items)  # the check too: np.asarray costs as much as the model
