@@ -11,10 +11,12 @@ move with the machine's load.
 import argparse
 import asyncio
 import time
+from collections.abc import Callable
 
 import numpy as np
 import orjson
 
+from mlpatterns.bench.inprocess import asgi_caller
 from mlpatterns.serving.app import create_serving_app
 from mlpatterns.settings import ModelServingSettings
 
@@ -35,42 +37,12 @@ def bodies(rows: np.ndarray) -> dict[str, tuple[str, bytes]]:
     }
 
 
-async def call(app, path: str, body: bytes) -> int:
-    """One POST through the ASGI app; its status."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-    status = 0
-
-    async def receive():
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message):
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
-    await app(scope, receive, send)
-    return status
-
-
-async def cpu_per_request(app, path: str, body: bytes, seconds: float) -> float:
-    """Microseconds of CPU time per request over about `seconds` of requests."""
+async def cpu_per_request(call: Callable, seconds: float) -> float:
+    """Microseconds of CPU time per request over about `seconds` of requests (`call`: inprocess.asgi_caller's)."""
     count, start, deadline = 0, time.process_time(), time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         for _ in range(10):
-            assert await call(app, path, body) == 200
+            await call()
         count += 10
     return (time.process_time() - start) / count * 1e6
 
@@ -86,13 +58,13 @@ async def main(seconds: float, rounds: int) -> None:
     )
     for count in ROW_COUNTS:
         rows = rng.uniform([4, 2, 1, 0], [8, 4.5, 7, 2.5], (count, 4)).round(1)
-        requests = bodies(rows)
-        for path, body in requests.values():
-            await call(app, path, body)  # warm up
-        best = dict.fromkeys(requests, float("inf"))
+        calls = {name: asgi_caller(app, path, body) for name, (path, body) in bodies(rows).items()}
+        for call in calls.values():
+            await call()  # warm up
+        best = dict.fromkeys(calls, float("inf"))
         for _ in range(rounds):
-            for name, (path, body) in requests.items():
-                best[name] = min(best[name], await cpu_per_request(app, path, body, seconds))
+            for name, call in calls.items():
+                best[name] = min(best[name], await cpu_per_request(call, seconds))
         figures = list(best.values())
         print(
             f"{count:>5}"
