@@ -3,6 +3,10 @@ its floor and its target line. Benchmarks are commands (`make bench`); these tes
 
 Each bench runs through `make bench`'s driver (mlpatterns/bench/all.py --tiny --only <dir>), with the reports
 written to a temporary directory (MLPATTERNS_BENCH_DIR), so a user's build/bench/ is left as it was.
+
+Seven patterns share one bench, the generic one (mlpatterns/bench/run.py), which differs between them only by what
+their compose file's `x-bench` names. It runs here on one pattern of each kind of body it sends; for every other
+pattern, what its `x-bench` names is checked to be there (a wrong service or model would stop its bench).
 """
 
 import os
@@ -13,8 +17,20 @@ from pathlib import Path
 import pytest
 
 from mlpatterns.bench.all import BENCHED, NOT_BENCHED
+from mlpatterns.bench.run import bench_spec
 from mlpatterns.bench.verdict import read_verdict
+from mlpatterns.runner.compose import load_services
 from mlpatterns.runner.run import REPO_ROOT
+from mlpatterns.settings import ModelServingSettings
+
+GENERIC = [pattern for pattern in BENCHED if not (REPO_ROOT / pattern / "bench.py").exists()]
+# The generic bench run on one pattern of each kind of body: what the others send is one of these.
+GENERIC_RUN = {
+    "chapter4_serving_patterns/web_single_pattern": "rows of numbers from /metadata, with the bare floor",
+    "chapter4_serving_patterns/synchronous_pattern": "a shipped digit image under TF Serving's `instances` key",
+    "chapter4_serving_patterns/prep_pred_pattern": "base64 images from /metadata, decoded for the model floor",
+}
+RUN = [pattern for pattern in BENCHED if pattern not in GENERIC or pattern in GENERIC_RUN]
 
 
 def test_every_pattern_has_a_bench_or_says_why_not():
@@ -23,8 +39,19 @@ def test_every_pattern_has_a_bench_or_says_why_not():
     assert not set(BENCHED) & set(NOT_BENCHED)
 
 
+@pytest.mark.parametrize("pattern", sorted(set(GENERIC) - set(GENERIC_RUN)), ids=lambda p: Path(p).name)
+def test_what_a_generic_bench_loads_is_in_its_pattern(pattern):
+    spec = bench_spec(REPO_ROOT / pattern)  # unknown keys stop it
+    services = {service.name: service for service in load_services(REPO_ROOT / pattern / "docker-compose.yml")}
+    name = spec.get("service", "web")
+    service = services.get(name)
+    assert service is not None, f"{pattern}: x-bench names the service {name!r}; the compose has {list(services)}"
+    model = spec.get("model") or ModelServingSettings.model_validate(service.environment).model_path
+    assert (REPO_ROOT / model).is_file(), f"{pattern}: the model floor's {model} is not there"
+
+
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("pattern", BENCHED, ids=[Path(p).name for p in BENCHED])
+@pytest.mark.parametrize("pattern", RUN, ids=[Path(p).name for p in RUN])
 def test_bench_runs_and_writes_its_report(pattern, tmp_path):
     env = dict(os.environ, MLPATTERNS_BENCH_DIR=str(tmp_path))
     env.pop("MAKELEVEL", None)
