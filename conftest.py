@@ -1,13 +1,12 @@
-"""Fixtures shared by every test: the models exist before any pattern starts."""
-
-import pytest
+"""What every test needs: the models exist before any pattern starts."""
 
 from mlpatterns.training import iris
 
 pytest_plugins = ["mlpatterns.testing"]  # the test kit: the `pattern` fixture, start_pattern, assert_refused
 
 
-@pytest.fixture(scope="session", autouse=True)
-def models():
-    """Build every iris model once (a no-op when `make models` already did)."""
-    iris.main(["all"])
+def pytest_configure(config):
+    """Build every iris model once (a no-op when `make models` already did), before any test process starts:
+    under pytest-xdist in the controller alone, so no two workers write one model at once."""
+    if not hasattr(config, "workerinput"):  # xdist's workers have it; the controller and a plain run do not
+        iris.main(["all"])
