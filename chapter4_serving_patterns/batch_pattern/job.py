@@ -48,13 +48,19 @@ PENDING = (
     .limit(bindparam("chunk"))
     .with_for_update(skip_locked=True)
 )
-# The whole chunk in one statement: its rows as one JSON array, unpacked by PostgreSQL into typed columns.
+# The whole chunk in one statement: its rows as one JSON array, unpacked by PostgreSQL into typed columns; the same
+# statement counts them in the run's record, so the record and the rows commit (or roll back) together.
 WRITE_BACK = text(
     """
-    UPDATE items SET prediction = v.prediction, label = v.label, predicted_by = :run_id,
-        predicted_datetime = now(), updated_datetime = now(), prediction_count = items.prediction_count + 1
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(id bigint, prediction real[], label text)
-    WHERE items.id = v.id
+    WITH written AS (
+        UPDATE items SET prediction = v.prediction, label = v.label, predicted_by = :run_id,
+            predicted_datetime = now(), updated_datetime = now(), prediction_count = items.prediction_count + 1
+        FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(id bigint, prediction real[], label text)
+        WHERE items.id = v.id
+        RETURNING items.id
+    )
+    UPDATE batch_runs SET rows_predicted = rows_predicted + (SELECT count(*) FROM written), chunks = chunks + 1
+    WHERE run_id = :run_id
     """
 )
 
@@ -93,34 +99,31 @@ class Stop:
 def run_batch(engine: Engine, plane: DataPlane, chunk_size: int, job_name: str, stop: Stop | None = None) -> dict:
     """One run: predict pending rows chunk by chunk until none is left (or a stop is asked for)."""
     run_id = uuid.uuid4().hex
-    with engine.begin() as connection:
-        connection.execute(insert(batch_runs).values(run_id=run_id, job_name=job_name, model=plane.name))
-    logger.info("run %s started", run_id)
-    rows = chunks = 0
-    while stop is None or not stop.requested.is_set():
-        with engine.begin() as connection:
-            pending = connection.execute(PENDING, {"chunk": chunk_size}).all()
-            if not pending:
-                break
-            answer = plane.predict([row[1] for row in pending])
-            written = [
-                {"id": row[0], "prediction": scores, "label": label}
-                for row, scores, label in zip(pending, answer.scores.tolist(), answer.labels, strict=True)
-            ]
-            connection.execute(WRITE_BACK, {"rows": json.dumps(written), "run_id": run_id})
+    # One connection for the whole run: a chunk costs its own statements only, not a checkout (and ping) each.
+    with engine.connect() as connection:
+        with connection.begin():
+            connection.execute(insert(batch_runs).values(run_id=run_id, job_name=job_name, model=plane.name))
+        logger.info("run %s started", run_id)
+        rows = chunks = 0
+        while stop is None or not stop.requested.is_set():
+            with connection.begin():
+                pending = connection.execute(PENDING, {"chunk": chunk_size}).all()
+                if not pending:
+                    break
+                answer = plane.predict([row[1] for row in pending])
+                written = [
+                    {"id": row[0], "prediction": scores, "label": label}
+                    for row, scores, label in zip(pending, answer.scores.tolist(), answer.labels, strict=True)
+                ]
+                connection.execute(WRITE_BACK, {"rows": json.dumps(written), "run_id": run_id})
+            rows += len(pending)
+            chunks += 1
+            if stop is not None:
+                stop.beat()
+        with connection.begin():
             connection.execute(
-                update(batch_runs)
-                .where(batch_runs.c.run_id == run_id)
-                .values(rows_predicted=batch_runs.c.rows_predicted + len(pending), chunks=batch_runs.c.chunks + 1)
+                update(batch_runs).where(batch_runs.c.run_id == run_id).values(finished_datetime=text("now()"))
             )
-        rows += len(pending)
-        chunks += 1
-        if stop is not None:
-            stop.beat()
-    with engine.begin() as connection:
-        connection.execute(
-            update(batch_runs).where(batch_runs.c.run_id == run_id).values(finished_datetime=text("now()"))
-        )
     logger.info("run %s finished: %d rows predicted in %d chunks", run_id, rows, chunks)
     return {"run_id": run_id, "rows": rows, "chunks": chunks}
 
