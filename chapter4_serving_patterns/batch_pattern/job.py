@@ -30,23 +30,21 @@ import time
 import uuid
 from pathlib import Path
 
-from sqlalchemy import Engine, bindparam, insert, select, text, update
+from sqlalchemy import Engine, insert, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from chapter4_serving_patterns.batch_pattern.settings import JobSettings
-from chapter4_serving_patterns.batch_pattern.tables import batch_runs, items
+from chapter4_serving_patterns.batch_pattern.tables import batch_runs
 from mlpatterns.dataplane import DataPlane
 from mlpatterns.logging import configure_logging
 from mlpatterns.predictor import OnnxPredictor
 
 logger = logging.getLogger(__name__)
 
-PENDING = (
-    select(items.c.id, items.c["values"])
-    .where(items.c.prediction.is_(None))
-    .order_by(items.c.id)
-    .limit(bindparam("chunk"))
-    .with_for_update(skip_locked=True)
+# Plain SQL, not a select() of the table: the rows come back as psycopg2 parses them (a list of floats per row),
+# without SQLAlchemy's ARRAY type walking every value again (a third of the client's time per chunk).
+PENDING = text(
+    'SELECT id, "values" FROM items WHERE prediction IS NULL ORDER BY id LIMIT :chunk FOR UPDATE SKIP LOCKED'
 )
 # The whole chunk in one statement: its rows as one JSON array, unpacked by PostgreSQL into typed columns; the same
 # statement counts them in the run's record, so the record and the rows commit (or roll back) together.
