@@ -6,6 +6,7 @@ names the run that made it (predicted_by); each run counts the rows its model pr
 each stored label is the iris model's own answer, computed here, and mostly the flower's known species.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -22,8 +23,10 @@ from alembic.runtime.migration import MigrationContext
 from sklearn.datasets import load_iris
 from sqlalchemy import create_engine
 
+from chapter4_serving_patterns.batch_pattern.job import chunk_json
 from chapter4_serving_patterns.batch_pattern.seed import iris, seed_rows
 from chapter4_serving_patterns.batch_pattern.tables import metadata
+from mlpatterns.dataplane import Answer
 from mlpatterns.predictor import OnnxPredictor
 from mlpatterns.runner.backing import free_port
 from mlpatterns.runner.run import REPO_ROOT
@@ -95,6 +98,25 @@ def test_the_iris_file_is_scikit_learns_iris():
     dataset = load_iris()
     assert np.array_equal(features, dataset.data)
     assert list(species) == [dataset.target_names[t] for t in dataset.target]
+
+
+def test_a_chunks_json_gives_back_every_float32_score_and_label_exactly():
+    rng = np.random.default_rng(7)
+    scores = np.concatenate(
+        [
+            rng.random((500, 3), dtype=np.float32),  # probabilities
+            np.float32(rng.normal(0, 1e6, (100, 3))),  # decision scores of any size and sign
+            np.float32([[1.0, 0.0, -0.0], [1e-38, 3.4e38, 1.17549435e-38], [np.nextafter(np.float32(1), 0)] * 3]),
+        ]
+    )
+    classes = np.int64(rng.integers(0, 4, len(scores)))  # class 3 has no name: its label is "3"
+    answer = Answer(scores, classes, "model", {0: "setosa", 1: 'say "hi"', 2: "naïve\\path"})
+    ids = list(range(10**12, 10**12 + len(scores)))
+    rows = json.loads(chunk_json(ids, answer))
+    assert [row["id"] for row in rows] == ids
+    assert np.array_equal(np.float32([row["prediction"] for row in rows]), scores)
+    assert [row["label"] for row in rows] == answer.labels
+    assert set(answer.labels) == {"setosa", 'say "hi"', "naïve\\path", "3"}
 
 
 def test_the_table_is_seeded_once_from_the_real_iris_rows(pattern):
