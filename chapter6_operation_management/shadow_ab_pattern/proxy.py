@@ -161,7 +161,7 @@ class Forward:
 
     A pure ASGI layer, given to `create_service_app` as a lane: it answers ahead of FastAPI's router, which would
     match the request against every route before a catch-all `/{path:path}`, build a Request, solve the
-    endpoint's dependencies and wrap it in two exception handlers: half the proxy's CPU per request. It sits
+    endpoint's dependencies and wrap it in two exception handlers: a third of the proxy's CPU per forward. It sits
     inside the request id, metrics and body bounds, so a forwarded request is counted, bounded and logged as
     any other, and the app's exception handlers answer A's failures (503 unreachable, 504 too slow).
 
