@@ -133,12 +133,12 @@ class FastLane:
         if route is None or not _is_json(scope["headers"]):
             await self.app(scope, receive, send)
             return
-        body, complete = await _read_body(receive)
+        body, complete = await read_body(receive)
         if complete:
             try:
                 response = await route.answer(body)
             except Exception as error:
-                response = await self._handled(scope, error)
+                response = await handled(self.handlers, scope, error)
             if response is not None:
                 scope["route"] = route  # what the router would have set: the metrics' path label
                 await response(scope, receive, send)
@@ -146,13 +146,15 @@ class FastLane:
         read = {"type": "http.request", "body": body, "more_body": False} if complete else {"type": "http.disconnect"}
         await self.app(scope, _replay(read, receive), send)
 
-    async def _handled(self, scope: Scope, error: Exception):
-        # As Starlette's ExceptionMiddleware looks a handler up: by the error's class, then its bases.
-        for kind in type(error).__mro__:
-            handler = self.handlers.get(kind)
-            if handler is not None:
-                return await handler(Request(scope), error)
-        raise error
+
+async def handled(handlers: dict, scope: Scope, error: Exception):
+    """The answer of the app's exception `handlers` to `error`, for a layer ahead of the router (re-raised when
+    none handles it). As Starlette's ExceptionMiddleware looks a handler up: by the error's class, then its bases."""
+    for kind in type(error).__mro__:
+        handler = handlers.get(kind)
+        if handler is not None:
+            return await handler(Request(scope), error)
+    raise error
 
 
 def _is_json(headers) -> bool:
@@ -162,7 +164,7 @@ def _is_json(headers) -> bool:
     return False
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+async def read_body(receive: Receive) -> tuple[bytes, bool]:
     """The request's body and whether all of it came (False: the client went away first)."""
     message = await receive()
     if message["type"] != "http.request":

@@ -1,6 +1,6 @@
 """What every HTTP service of the project shares, model or not: `create_service_app(settings, add_routes)`."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
@@ -22,6 +22,7 @@ def create_service_app(
     *,
     upstreams: Mapping[str, str] | None = None,
     lifespan: Lifespan | None = None,
+    lanes: Sequence[type] = (),
     **fastapi_options,
 ) -> FastAPI:
     """What every HTTP service of the project shares: logging to stdout, offline API docs, typed errors as
@@ -33,7 +34,11 @@ def create_service_app(
     `upstreams` names the services this one calls, by base URL; the app's lifespan then opens one client for
     them in each worker, as `app.state.upstreams` (see `mlpatterns.client`), around the service's own
     `lifespan`. Its settings come from `settings` when that inherits `UpstreamSettings`, else from the
-    environment."""
+    environment.
+
+    `lanes` are pure ASGI layers that answer some requests ahead of FastAPI's router, as `FastLane` does, and
+    pass the others on: each is built as `lane(app, service=app)`, inside FastLane, so what it answers is counted,
+    bounded and logged as any other request (the shadow proxy's forwarding is one)."""
     configure_logging(settings.log_level, settings.log_json)
     if upstreams:
         lifespan = _with_upstreams(
@@ -54,7 +59,9 @@ def create_service_app(
     # router's routes twice per request, which costs about as much as the model call.
     add_routes(app.router)
     app.add_api_route("/metrics", metrics_response, include_in_schema=False)
-    app.add_middleware(FastLane, service=app)  # innermost: inside the id, metrics and body bounds
+    for lane in reversed(lanes):  # each added goes outside the ones before: the first lane sees requests first
+        app.add_middleware(lane, service=app)
+    app.add_middleware(FastLane, service=app)  # innermost but the lanes: inside the id, metrics and body bounds
     app.add_middleware(
         RequestBodyMiddleware,
         max_bytes=settings.max_body_bytes,

@@ -13,7 +13,7 @@ from fastapi import APIRouter
 
 from mlpatterns.logging import request_id
 from mlpatterns.runner import run_pattern
-from mlpatterns.serving.middleware import DRAIN_IDLE_SECONDS, DRAIN_MAX_BYTES
+from mlpatterns.serving.middleware import DRAIN_IDLE_SECONDS, DRAIN_MAX_BYTES, read_body
 from mlpatterns.serving.service import create_service_app
 from mlpatterns.settings import HttpServiceSettings
 from mlpatterns.tests.upstream_apps import serve
@@ -94,6 +94,40 @@ def test_json_log_lines_have_a_request_id_field(capsys):
     by_message = {entry["message"]: entry for entry in entries if entry["logger"] == "test_middleware"}
     assert by_message["handling"]["request_id"] == "rid-json"
     assert by_message["outside any request"]["request_id"] is None
+
+
+class EchoLane:
+    """A lane (create_service_app's `lanes`) that answers POST /lane with the request id and the body's size."""
+
+    def __init__(self, app, service):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/lane":
+            await self.app(scope, receive, send)
+            return
+        body, _ = await read_body(receive)
+        answer = json.dumps({"request_id": request_id.get(), "size": len(body)}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": answer})
+
+
+def test_a_lane_answers_ahead_of_the_router_inside_the_request_id_and_body_bounds():
+    app = create_service_app(HttpServiceSettings(max_body_bytes=100), add_routes, lanes=[EchoLane])
+
+    async def main():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client:
+            return [
+                await client.post("/lane", content=b"x" * 10, headers={"X-Request-ID": "rid-lane"}),
+                await client.post("/lane", content=b"x" * 101),
+                await client.get("/id", headers={"X-Request-ID": "rid-router"}),
+            ]
+
+    answered, refused, routed = asyncio.run(main())
+    assert answered.json() == {"request_id": "rid-lane", "size": 10}
+    assert answered.headers["x-request-id"] == "rid-lane"
+    assert refused.status_code == 413  # bounded before the lane reads it
+    assert routed.json() == {"request_id": "rid-router"}  # what the lane passes on reaches the routes
 
 
 # The 413 a client can read: both servers the project runs, uvicorn's httptools protocol (web single under

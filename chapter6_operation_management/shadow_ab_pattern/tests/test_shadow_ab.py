@@ -147,6 +147,27 @@ def test_the_proxy_passes_a_s_answer_on_as_it_is(pattern):
     assert proxy.get("/openapi.json").json() == a.get("/openapi.json").json()
 
 
+def test_the_proxy_answers_its_own_paths_and_forwards_every_other_request(pattern):
+    proxy, a = pattern.client("proxy"), pattern.client("iris-svc")
+    assert proxy.get("/health").json() == {"health": "ok"}
+    assert "shadow_mirror_requests_total" in proxy.get("/metrics").text
+    assert list(proxy.get("/proxy/openapi.json").json()["paths"]) == ["/health"]  # its own document, not A's
+    assert proxy.get("/proxy/docs").status_code == 200
+    assert proxy.get("/proxy/static-offline-docs/swagger-ui.css").status_code == 200
+    # A method that the proxy's own route does not take is A's to answer, on any path.
+    for method, path in [("POST", "/health"), ("HEAD", "/health"), ("POST", "/proxy/docs"), ("GET", "/docs")]:
+        through, direct = proxy.request(method, path), a.request(method, path)
+        assert (through.status_code, through.content) == (direct.status_code, direct.content), (method, path)
+    # A method that is never forwarded is refused by the proxy itself.
+    refused = proxy.request("TRACE", "/predict/job")
+    assert refused.status_code == 405 and "POST" in refused.headers["allow"]
+    # Forwarded requests are counted under one path label, whatever their path.
+    counted = 'http_requests_total{method="GET",path="/{path:path}",status="200"}'
+    before = metric(proxy, counted)
+    assert proxy.get("/metadata").status_code == proxy.get("/label").status_code == 200
+    wait_for(lambda: metric(proxy, counted) == before + 2, what="the two forwarded requests counted")
+
+
 # -- B gets every request, and both are recorded ------------------------------------------------------------
 
 
