@@ -301,6 +301,8 @@ class Upstreams(Mapping[str, Upstream]):
             # A body is sent with the type its caller gave (JSON's, or a proxied request's), never a guessed one.
             skip_auto_headers=("Content-Type",),
             raise_for_status=False,
+            # One session relays every client's requests: a cookie one answer sets must not go out with the next.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         self._upstreams = {name: Upstream(name, url, self._session, settings) for name, url in base_urls.items()}
 

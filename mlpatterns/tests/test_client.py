@@ -134,6 +134,18 @@ def test_a_body_goes_with_the_type_its_caller_gave_never_a_guessed_one(upstream)
     assert received(content=b"raw") == {"content-type": None, "body": "raw"}
 
 
+def test_a_cookie_an_upstream_sets_is_never_sent_back(upstream):
+    """One session serves every request a worker relays: a cookie kept from one client's answer would go out with
+    other clients' requests (aiohttp's default jar keeps cookies of host names, such as compose's service names)."""
+
+    async def main():
+        async with Upstreams({"upstream": upstream.url.replace("127.0.0.1", "localhost")}, SETTINGS) as upstreams:
+            assert (await upstreams["upstream"].get("/cookie/set")) == {"set": True}
+            return await upstreams["upstream"].get("/cookie")
+
+    assert asyncio.run(main()) == {"cookie": None}
+
+
 def calls(upstream, key: str) -> int:
     return httpx.get(f"{upstream.url}/calls/{key}").json()["calls"]
 

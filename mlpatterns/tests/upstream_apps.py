@@ -1,9 +1,9 @@
 """Two small services the client and middleware tests start as real processes (`serve(...)` runs one under
 uvicorn).
 
-`create_upstream_app`: answers 200, 500, 404, slowly, not in JSON, 503 for the first N calls, and echoes the
-request id it received. `create_caller_app`: a service built with `upstreams=`, relaying to the first one
-(UPSTREAM_URL) and to a dead one (DEAD_URL).
+`create_upstream_app`: answers 200, 500, 404, slowly, not in JSON, 503 for the first N calls, sets a cookie, and
+echoes the request id and the cookie it received. `create_caller_app`: a service built with `upstreams=`, relaying
+to the first one (UPSTREAM_URL) and to a dead one (DEAD_URL).
 """
 
 import asyncio
@@ -79,6 +79,16 @@ def create_upstream_app() -> FastAPI:
         @router.post("/echo")
         async def echo_body(body: dict):
             return body
+
+        @router.get("/cookie/set")
+        async def set_cookie():
+            response = JSONResponse({"set": True})
+            response.set_cookie("session", "alice")
+            return response
+
+        @router.get("/cookie")
+        async def cookie(request: Request):
+            return {"cookie": request.headers.get("cookie")}
 
         @router.post("/received")
         async def received(request: Request):
