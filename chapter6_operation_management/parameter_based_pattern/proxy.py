@@ -47,6 +47,7 @@ DECISIONS = metrics.counter(
     "Rows decided, by backend and decision (1, 0, or unknown: it failed)",
     ["backend", "decision"],
 )
+_decisions = metrics.DeferredChildren(DECISIONS)
 
 SWITCH = "ACTIVATE_"
 THRESHOLD = "THRESHOLD_"
@@ -139,7 +140,7 @@ def decide(replies: dict[str, Reply], parameters: dict[str, BackendParameters]) 
         for row in range(rows)
     ]
     for (name, decision), count in Counter((name, row[name]) for row in decisions for name in row).items():
-        DECISIONS.labels(name, "unknown" if decision is None else str(decision)).inc(count)
+        _decisions[name, "unknown" if decision is None else str(decision)].inc(count)
     return decisions
 
 

@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mlpatterns import metrics
 from mlpatterns.client import Upstream, UpstreamRefused, Upstreams, UpstreamSettings
 from mlpatterns.errors import BadGateway, PatternError, PayloadTooLarge, Unavailable, error_responses
-from mlpatterns.serving.app import value_limit
+from mlpatterns.serving.app import JSONAnswer, value_limit
 from mlpatterns.serving.schemas import Health, predict_request
 from mlpatterns.serving.service import create_service_app
 from mlpatterns.settings import IRIS_SAMPLE, HttpServiceSettings
@@ -56,6 +56,7 @@ logger = logging.getLogger(__name__)
 BACKEND_SECONDS = metrics.histogram(
     "proxy_backend_seconds", "Time from sending a request to a backend to its answer or failure", ["backend", "status"]
 )
+_backend_seconds = metrics.DeferredChildren(BACKEND_SECONDS)
 
 PREFIX = "SERVICE_"
 ROW_WIDTH = 4  # the iris features every backend takes
@@ -124,7 +125,7 @@ async def fan_out(upstreams: Mapping[str, Upstream], call: Call) -> dict[str, Re
             if status >= 500:
                 logger.warning("backend %r failed: %s", upstream.name, detail)
         seconds = time.perf_counter() - start
-        BACKEND_SECONDS.labels(upstream.name, str(status)).observe(seconds)
+        _backend_seconds[upstream.name, str(status)].observe(seconds)
         return Reply(status, seconds, answer, detail)
 
     replies = await asyncio.gather(*(timed(upstream) for upstream in upstreams.values()))
@@ -139,8 +140,11 @@ async def fan_out(upstreams: Mapping[str, Upstream], call: Call) -> dict[str, Re
 
 
 def fan_out_response(content: Any, replies: dict[str, Reply]) -> Response:
+    """`content` as JSON, with each backend's time in a `Server-Timing` header."""
     timing = ", ".join(f"{name};dur={reply.seconds * 1000:.1f}" for name, reply in replies.items())
-    return Response(orjson.dumps(content), media_type="application/json", headers={"Server-Timing": timing})
+    response = JSONAnswer(orjson.dumps(content))
+    response.raw_headers.append((b"server-timing", timing.encode()))
+    return response
 
 
 def parts(replies: dict[str, Reply]) -> dict:
