@@ -192,7 +192,7 @@ class BackendCalls:
             )
             if len(answer.prediction) != len(data):
                 raise BadGateway(f"upstream {upstream.name!r} answered {len(answer.prediction)} rows for {len(data)}")
-            return answer.model_dump()
+            return {"prediction": answer.prediction}  # what answer.model_dump() gives, for half the cost
 
         return predict
 
