@@ -19,8 +19,9 @@ They work the same in one process, under gunicorn's several workers and in queue
   of failing with "Duplicated timeseries".
 
 A hot path (every request's HTTP metrics, every prediction's stage timing) updates its children through
-`deferred(child)`: on an event loop the updates are kept in memory and written together once the loop has run
-what is ready (see Deferred), so a burst of requests costs a few writes instead of several per request.
+`deferred(child)` (or `DeferredChildren(metric)`, when its labels vary per request): on an event loop the updates
+are kept in memory and written together once the loop has run what is ready (see Deferred), so a burst of
+requests costs a few writes instead of several per request.
 
 Figures that live in a shared store (a queue's depth in Redis) are read at scrape time by a collector, added with
 `register_collector(key, collector)`: the store is right across processes and replicas, so such figures are
@@ -126,6 +127,19 @@ class Deferred:
 def deferred(child: Counter | Histogram) -> Deferred:
     """`child` (from `.labels(...)`), its updates on an event loop written together (see Deferred)."""
     return Deferred(child)
+
+
+class DeferredChildren(dict):
+    """A labelled metric's deferred children by their label values, each made once, on first use:
+    `BY_BACKEND["setosa", "200"].observe(seconds)` without `labels()`'s checks and lookups on every update."""
+
+    def __init__(self, metric: Counter | Histogram):
+        super().__init__()
+        self.metric = metric
+
+    def __missing__(self, labels: tuple[str, ...]) -> Deferred:
+        child = self[labels] = Deferred(self.metric.labels(*labels))
+        return child
 
 
 # Per thread (a test may run event loops in two threads): the updates waiting, and the loop that will write them.

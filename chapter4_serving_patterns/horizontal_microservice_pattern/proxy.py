@@ -16,9 +16,10 @@ is down or slow costs its own part of the answer, not the answer. What this patt
 import os
 from collections.abc import Mapping
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field
 
+from mlpatterns.serving.app import add_post_routes
 from mlpatterns.serving.fan_out import (
     FAN_OUT_ERRORS,
     POSITIVE,
@@ -70,29 +71,33 @@ def add_proxy_routes(router: APIRouter, calls: BackendCalls, settings: FanOutSet
         return {"backends": backends, "backend_timeout_seconds": calls.timeout, "data_sample": settings.sample_input}
 
     @router.get("/predict/get/test", response_model=FanOutAnswer, responses=FAN_OUT_ERRORS)
-    async def predict_get_test(request: Request):
-        replies = await fan_out(request.app.state.upstreams, calls.get("/predict/test"))
+    async def predict_get_test():
+        replies = await fan_out(calls.upstreams, calls.get("/predict/test"))
         return fan_out_response(parts(replies), replies)
 
     @router.get("/predict/post/test", response_model=FanOutAnswer, responses=FAN_OUT_ERRORS)
-    async def predict_post_test(request: Request):
-        replies = await fan_out(request.app.state.upstreams, calls.predict(settings.sample_input))
+    async def predict_post_test():
+        replies = await fan_out(calls.upstreams, calls.predict(settings.sample_input))
         return fan_out_response(parts(replies), replies)
 
-    @router.post("/predict", response_model=FanOutAnswer, responses=FAN_OUT_ERRORS)
-    async def predict(request: Request, body: PredictRequest):
-        replies = await fan_out(request.app.state.upstreams, calls.predict(calls.checked(body.data)))
+    async def predict(body: PredictRequest):
+        replies = await fan_out(calls.upstreams, calls.predict(calls.checked(body.data)))
         return fan_out_response(parts(replies), replies)
 
-    @router.post("/predict/label", response_model=LabelAnswer, responses=FAN_OUT_ERRORS)
-    async def predict_label(request: Request, body: PredictRequest):
-        replies = await fan_out(request.app.state.upstreams, calls.predict(calls.checked(body.data)))
+    async def predict_label(body: PredictRequest):
+        replies = await fan_out(calls.upstreams, calls.predict(calls.checked(body.data)))
         best = best_labels(replies)
         content = {
             "prediction": best[0] if len(best) == 1 else best,
             "backends": {name: reply.part(with_answer=False) for name, reply in replies.items()},
         }
         return fan_out_response(content, replies)
+
+    add_post_routes(
+        router,
+        [("/predict", predict, FanOutAnswer), ("/predict/label", predict_label, LabelAnswer)],
+        responses=FAN_OUT_ERRORS,
+    )
 
 
 def create_app(environ: Mapping[str, str] = os.environ) -> FastAPI:

@@ -21,10 +21,11 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from mlpatterns import metrics
+from mlpatterns.serving.app import add_post_routes
 from mlpatterns.serving.fan_out import (
     FAN_OUT_ERRORS,
     POSITIVE,
@@ -46,6 +47,7 @@ DECISIONS = metrics.counter(
     "Rows decided, by backend and decision (1, 0, or unknown: it failed)",
     ["backend", "decision"],
 )
+_decisions = metrics.DeferredChildren(DECISIONS)
 
 SWITCH = "ACTIVATE_"
 THRESHOLD = "THRESHOLD_"
@@ -138,7 +140,7 @@ def decide(replies: dict[str, Reply], parameters: dict[str, BackendParameters]) 
         for row in range(rows)
     ]
     for (name, decision), count in Counter((name, row[name]) for row in decisions for name in row).items():
-        DECISIONS.labels(name, "unknown" if decision is None else str(decision)).inc(count)
+        _decisions[name, "unknown" if decision is None else str(decision)].inc(count)
     return decisions
 
 
@@ -154,9 +156,9 @@ def add_parameter_routes(
 ) -> None:
     PredictRequest = calls.PredictRequest
 
-    def active(request: Request) -> dict:
+    def active() -> dict:
         """The backends switched on: the only ones asked to predict."""
-        return {name: upstream for name, upstream in request.app.state.upstreams.items() if parameters[name].active}
+        return {name: upstream for name, upstream in calls.upstreams.items() if parameters[name].active}
 
     def answer(replies: dict[str, Reply]):
         decisions = decide(replies, parameters)
@@ -172,18 +174,19 @@ def add_parameter_routes(
         }
 
     @router.get("/predict/get/test", response_model=DecisionAnswer, responses=FAN_OUT_ERRORS)
-    async def predict_get_test(request: Request):
+    async def predict_get_test():
         """Each active backend's own GET /predict/test, decided."""
-        return answer(await fan_out(active(request), calls.get("/predict/test", BinaryScores)))
+        return answer(await fan_out(active(), calls.get("/predict/test", BinaryScores)))
 
     @router.get("/predict/post/test", response_model=DecisionAnswer, responses=FAN_OUT_ERRORS)
-    async def predict_post_test(request: Request):
+    async def predict_post_test():
         """The sample batch posted to each active backend, decided."""
-        return answer(await fan_out(active(request), calls.predict(settings.sample_input)))
+        return answer(await fan_out(active(), calls.predict(settings.sample_input)))
 
-    @router.post("/predict", response_model=DecisionAnswer, responses=FAN_OUT_ERRORS)
-    async def predict(request: Request, body: PredictRequest):
-        return answer(await fan_out(active(request), calls.predict(calls.checked(body.data))))
+    async def predict(body: PredictRequest):
+        return answer(await fan_out(active(), calls.predict(calls.checked(body.data))))
+
+    add_post_routes(router, [("/predict", predict, DecisionAnswer)], responses=FAN_OUT_ERRORS)
 
 
 def create_app(environ: Mapping[str, str] = os.environ) -> FastAPI:

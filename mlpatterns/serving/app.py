@@ -8,6 +8,7 @@ against a bare FastAPI echo on the same server. What they do for speed is commen
 """
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import orjson
@@ -179,12 +180,18 @@ def add_prediction_routes(
     add_v2_routes(router, plane, sample_input, value_limit=value_limit(plane.predictor.input_dtype), name=served_name)
 
 
-def add_post_routes(router: APIRouter, routes: list[tuple[str, Callable, type[BaseModel]]]) -> None:
-    """(path, endpoint, response model) as POST routes the service's fast lane answers (PredictRequestRoute)."""
+def add_post_routes(router: APIRouter, routes: list[tuple[str, Callable, Any]], **options) -> None:
+    """(path, endpoint, response model) as POST routes the service's fast lane answers (PredictRequestRoute);
+    `options` go to every route (e.g. `responses`, for the API docs)."""
     # add_api_route rather than the decorator: only it takes a route class.
     for path, endpoint, response_model in routes:
         router.add_api_route(
-            path, endpoint, methods=["POST"], response_model=response_model, route_class_override=PredictRequestRoute
+            path,
+            endpoint,
+            methods=["POST"],
+            response_model=response_model,
+            route_class_override=PredictRequestRoute,
+            **options,
         )
 
 
