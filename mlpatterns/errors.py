@@ -118,6 +118,9 @@ def error_responses(*statuses: int) -> dict[int | str, dict]:
 # parsing and validation), and every route with parameters (validation); the rest each route declares itself.
 BODY_STATUSES = (400, 408, 413, 422)
 PARAMETER_STATUSES = (422,)
+# A route that answers an invalid request with a status of its own instead of 422 (the open inference protocol's
+# 400) names it in this OpenAPI extension (`openapi_extra`), and is not documented with a 422 it never sends.
+OWN_INVALID_STATUS = "x-invalid-request-status"
 
 
 def document_errors(openapi: dict) -> dict:
@@ -134,6 +137,9 @@ def document_errors(openapi: dict) -> dict:
             statuses = BODY_STATUSES if "requestBody" in operation else ()
             statuses += PARAMETER_STATUSES if operation.get("parameters") else ()
             responses = operation.setdefault("responses", {})
+            if operation.pop(OWN_INVALID_STATUS, None) is not None:
+                statuses = tuple(status for status in statuses if status != 422)
+                responses.pop("422", None)  # FastAPI's own, added to every route with a body
             for status in statuses:
                 if str(status) not in responses or status == 422:  # FastAPI's 422 says `detail` is always a list
                     responses[str(status)] = _response(status)

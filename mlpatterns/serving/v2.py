@@ -41,7 +41,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from mlpatterns import __version__
 from mlpatterns.dataplane import Answer, DataPlane
-from mlpatterns.errors import ErrorMessage, InvalidInput, PatternError
+from mlpatterns.errors import OWN_INVALID_STATUS, ErrorMessage, InvalidInput, PatternError
 from mlpatterns.serving.schemas import feature, first_error_only
 
 PLATFORM = "onnxruntime_onnx"  # Triton's name for an ONNX model run by onnxruntime
@@ -171,6 +171,7 @@ def add_v2_routes(
             },
         },
         route_class_override=_raw_route(infer),
+        openapi_extra={OWN_INVALID_STATUS: 400},  # the protocol's 400 for any invalid request, never a 422
     )
     allowed[base + "/infer"] = "POST"
 

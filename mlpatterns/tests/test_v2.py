@@ -214,6 +214,8 @@ def test_the_openapi_document_describes_the_routes(client):
     assert operation["responses"]["400"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/InferenceError"
     }
+    assert "422" not in operation["responses"] and "x-invalid-request-status" not in operation  # it never sends one
+    assert {"408", "413"} <= set(operation["responses"])  # the body's deadline and size, as every body route
     schemas = document["components"]["schemas"]
     request = {**schemas["InferenceRequest"], "components": document["components"]}  # its $refs resolve here
     (example,) = schemas["InferenceRequest"]["examples"]
