@@ -285,11 +285,12 @@ class PatternRun:
     def _pump(self, running: RunningService, process: subprocess.Popen, label: str) -> None:
         colour = COLOURS[list(self.running).index(running.service.name) % len(COLOURS)]
         several = running.service.replicas > 1
-        for raw in process.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            running.log.append(f"{label} | {line}" if several else line)
-            if self.echo:
-                self._print(f"\033[{colour}m{label:>10} |\033[0m {line}")
+        with process.stdout:  # closed at the end of its output: nothing else reads it, and GC would warn
+            for raw in process.stdout:
+                line = raw.decode(errors="replace").rstrip()
+                running.log.append(f"{label} | {line}" if several else line)
+                if self.echo:
+                    self._print(f"\033[{colour}m{label:>10} |\033[0m {line}")
 
     def _say(self, name: str, message: str) -> None:
         if self.echo:

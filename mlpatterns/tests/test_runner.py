@@ -95,7 +95,12 @@ def test_starts_every_service_in_order_and_leaves_nothing_behind(tmp_path):
         pids += [r.backing.process.pid for r in run.running.values() if r.backing]
         directories = [r.backing.directory for r in run.running.values() if r.backing]
         ports = [run.port(name) for name in ("cache", "db", "app")]
+        outputs = [process.stdout for r in run.running.values() for process in r.processes]
+        readers = [reader for r in run.running.values() for reader in r.readers]
     assert len(pids) == 4 and not any(alive(pid) for pid in pids)
+    for reader in readers:
+        reader.join(10)  # the stop waits half a second for each; a loaded machine may take longer
+    assert outputs and all(output.closed for output in outputs)  # each process's pipe, not left to the GC
     assert not any(Path(d).exists() for d in directories)
     for port in ports:
         with socket.socket() as sock:
