@@ -24,11 +24,11 @@ import subprocess
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import psycopg2
 
+from mlpatterns.bench.cpu import process_cpu_seconds
 from mlpatterns.bench.run import save_report
 from mlpatterns.bench.verdict import verdict_lines
 from mlpatterns.runner.backing import PostgresServer, free_port
@@ -94,20 +94,11 @@ def one_round(url: str, env: dict, jobs: int, rows: int) -> tuple[float, float]:
     return rows / check_predicted_once(connection, rows), rows / wall
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux's /proc/PID/stat: fields 14 and 15, in clock ticks)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_round(url: str, rows: int, chunk: int) -> tuple[float, float]:
+def cpu_round(url: str, rows: int, plane) -> tuple[float, float]:
     """One run of the job in this process: (the job's CPU µs per row, its PostgreSQL backend's CPU µs per row)."""
     from chapter4_serving_patterns.batch_pattern.job import run_batch
-    from mlpatterns.dataplane import DataPlane
     from mlpatterns.db import create_db_engine
-    from mlpatterns.predictor import OnnxPredictor
 
-    plane = DataPlane(OnnxPredictor(MODEL, MODEL.with_name("labels.json")).load(), max_items=chunk)
     connection = reset(url)
     # One pooled connection, so the run's statements all go to the backend whose CPU is read here.
     engine = create_db_engine(url.replace("postgresql:", "postgresql+psycopg2:"), pool_size=1, max_overflow=0)
@@ -115,7 +106,7 @@ def cpu_round(url: str, rows: int, chunk: int) -> tuple[float, float]:
         with engine.connect() as probe:
             backend = probe.exec_driver_sql("SELECT pg_backend_pid()").scalar()
         job_cpu, server_cpu = time.process_time(), process_cpu_seconds(backend)
-        run_batch(engine, plane, chunk, "bench-cpu")
+        run_batch(engine, plane, plane.max_items, "bench-cpu")
         job_cpu, server_cpu = time.process_time() - job_cpu, process_cpu_seconds(backend) - server_cpu
     finally:
         engine.dispose()
@@ -150,9 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (1 <= args.seconds <= 60 and 0 <= args.warmup <= 30):
         parser.error("--seconds within 1..60, --warmup within 0..30")
     from chapter4_serving_patterns.batch_pattern.seed import seed_rows
+    from mlpatterns.dataplane import DataPlane
     from mlpatterns.predictor import OnnxPredictor
 
-    predictor = OnnxPredictor(MODEL).load()
+    # One model for the floor and the in-process job, set up as the job sets it up.
+    plane = DataPlane(OnnxPredictor(MODEL, MODEL.with_name("labels.json")).load(), max_items=args.chunk)
     values = np.float32(seed_rows(0, args.rows)[0])
     port = free_port()
     server = PostgresServer(port).start()
@@ -172,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         for jobs in (1, 3):
             runs = []  # (rows/s end to end, rows/s with process starts, the floor's rows/s just before)
             for round_number in range(1, args.rounds + 1):
-                floor, floor_cpu = onnxruntime_floor(predictor, values, args.chunk, args.seconds)
+                floor, floor_cpu = onnxruntime_floor(plane.predictor, values, args.chunk, args.seconds)
                 runs.append((*one_round(url, env, jobs, args.rows), floor))
                 floors.append(floor)
                 floor_cpus.append(floor_cpu)
@@ -183,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             figures[jobs] = tuple(statistics.median(run[i] for run in runs) for i in range(2))
             shares[jobs] = tuple(statistics.median(run[i] / run[2] for run in runs) for i in range(2))
-        cpus = [cpu_round(url, args.rows, args.chunk) for _ in range(args.rounds)]
+        cpus = [cpu_round(url, args.rows, plane) for _ in range(args.rounds)]
         cpu = tuple(statistics.median(run[i] for run in cpus) for i in range(2))
         print(f"  CPU per row: the job {cpu[0]:.2f} µs, PostgreSQL {cpu[1]:.2f} µs", flush=True)
     finally:

@@ -19,6 +19,22 @@ def _machine_busy() -> float:
     return (sum(fields) - fields[3] - fields[4]) / TICK
 
 
+def _stat(pid: int | str) -> list[str]:
+    """A process's /proc/PID/stat fields after its command name (which may hold spaces): [0] is its state, [1] its
+    parent, [2] its process group, [11] and [12] its user and system CPU time in clock ticks."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()
+
+
+def _cpu_seconds(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by one process (e.g. a database's backend serving one connection)."""
+    return _cpu_seconds(_stat(pid))
+
+
 def _group_cpu(pgid: int) -> float:
     """CPU seconds used so far by the live processes of a server: its process group (a server and its workers)
     and every process descended from its leader, for servers that start workers in sessions of their own
@@ -26,11 +42,10 @@ def _group_cpu(pgid: int) -> float:
     processes: dict[int, tuple[int, int, float]] = {}  # pid -> (parent pid, process group, CPU seconds)
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+            fields = _stat(pid)
         except OSError:
             continue  # it ended meanwhile
-        processes[int(pid)] = (int(fields[1]), int(fields[2]), (int(fields[11]) + int(fields[12])) / TICK)
+        processes[int(pid)] = (int(fields[1]), int(fields[2]), _cpu_seconds(fields))
     members = {pid for pid, (_, group, _) in processes.items() if group == pgid}
     children: dict[int, list[int]] = {}
     for pid, (parent, _, _) in processes.items():
