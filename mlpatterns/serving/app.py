@@ -42,6 +42,8 @@ class PredictRequestRoute(APIRoute):
     way, so every error reads exactly as before; the lane accepts only bodies the standard way accepts too,
     with the same values: both validate with the model the endpoint declares as its one parameter."""
 
+    json_only = True  # the lane takes `Content-Type: application/json` alone, as FastAPI's standard way does
+
     def __init__(self, path: str, endpoint: Callable, **kwargs):
         super().__init__(path, endpoint, **kwargs)
         self.request_model = self.body_field.field_info.annotation

@@ -110,9 +110,10 @@ class FastLane:
     """The busy POST routes of a service, answered ahead of the router.
 
     A route that offers `answer(body) -> Response | None` (PredictRequestRoute: validate a JSON body, call the
-    endpoint) is answered here when the request is `POST <its path>` with `Content-Type: application/json`,
-    skipping what FastAPI does for any request: matching the path against every route in turn (the docs' routes
-    come first), a Request object, two exception-handling wrappers and an AsyncExitStack. For one iris row that
+    endpoint; the open inference protocol's infer route) is answered here when the request is `POST <its path>`
+    with `Content-Type: application/json` (any content type where the route's `json_only` is False), skipping
+    what FastAPI does for any request: matching the path against every route in turn (the docs' routes come
+    first), a Request object, two exception-handling wrappers and an AsyncExitStack. For one iris row that
     machinery costs more than the model call. The lane sits inside the request id, metrics and body bounds, so
     a request answered here is counted, bounded and logged as any other.
 
@@ -130,7 +131,7 @@ class FastLane:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if route is None or not _is_json(scope["headers"]):
+        if route is None or (route.json_only and not _is_json(scope["headers"])):
             await self.app(scope, receive, send)
             return
         body, complete = await read_body(receive)

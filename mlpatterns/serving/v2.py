@@ -38,6 +38,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
+from starlette.datastructures import Headers
 
 from mlpatterns import __version__
 from mlpatterns.dataplane import Answer, DataPlane
@@ -143,11 +144,17 @@ def add_v2_routes(
         router.add_api_route(path, endpoint, methods=["GET"], response_model=response_model, summary=summary)
         allowed[path] = "GET"
 
-    # First the busy route: routes are matched in order.
-    async def infer(request: Request) -> Response:
+    # First the busy route: routes are matched in order (and the service's fast lane answers it ahead of them).
+    async def infer(body: bytes, headers: Headers | None) -> Response | None:
+        """The answer to an inference request. With `headers` None (the fast lane's call), None for a body that is
+        no inference request: the standard way answers it, with the headers its error may name."""
         try:
-            content = await model.infer(request)
+            content = await model.infer(body)
         except ValidationError as error:
+            if headers is None:
+                return None
+            if "inference-header-content-length" in headers:  # binary tensors after the JSON, which then fails
+                return _error(400, "the binary tensor extension is not supported: send the tensors as JSON")
             return _error(400, _describe(error))
         except PatternError as error:
             return _error(400 if error.status_code == 422 else error.status_code, error.detail)
@@ -170,7 +177,7 @@ def add_v2_routes(
                 "model": InferenceError | ErrorMessage,
             },
         },
-        route_class_override=_raw_route(infer),
+        route_class_override=_lane_route(infer),
         openapi_extra={OWN_INVALID_STATUS: 400},  # the protocol's 400 for any invalid request, never a 422
     )
     allowed[base + "/infer"] = "POST"
@@ -291,16 +298,10 @@ class _Model:
         tensor = {"name": self.input_name, "shape": list(values.shape), "datatype": self.datatype}
         return {"id": "1", "inputs": [{**tensor, "data": values.reshape(-1).tolist()}]}
 
-    async def infer(self, request: Request) -> dict:
-        body = await request.body()
+    async def infer(self, body: bytes) -> dict:
         if not body:
             raise InvalidInput("body: Field required (an inference request, a JSON object with `inputs`)")
-        try:
-            parsed = self._parse(body)
-        except ValidationError:  # binary tensors follow the JSON, which then does not parse: say why
-            if "inference-header-content-length" in request.headers:
-                raise InvalidInput("the binary tensor extension is not supported: send the tensors as JSON") from None
-            raise
+        parsed = self._parse(body)
         tensor = parsed.inputs[0]
         answer = await self.plane.predict_async(self._batch(tensor.shape, tensor.data))
         wanted = [output.name for output in parsed.outputs] if parsed.outputs else list(self.outputs)
@@ -393,12 +394,21 @@ def _empty() -> Response:
     return Response()
 
 
-def _raw_route(handler: Callable[[Request], Awaitable[Response]]) -> type[APIRoute]:
-    """A route class whose handler is `handler` itself: no dependency solving, no response model (the endpoint
-    declared on the route documents the request and the answer, and is never called)."""
+def _lane_route(infer: Callable[[bytes, Headers | None], Awaitable[Response | None]]) -> type[APIRoute]:
+    """A route class whose handler is `infer` itself (no dependency solving, no response model: the endpoint
+    declared on the route documents the request and the answer, and is never called), and which the service's
+    fast lane answers (`answer`), whatever the content type: the body is JSON whatever a client calls it."""
 
-    class RawRoute(APIRoute):
+    class LaneRoute(APIRoute):
+        json_only = False
+
         def get_route_handler(self):
-            return handler
+            async def handle(request: Request) -> Response:
+                return await infer(await request.body(), request.headers)
 
-    return RawRoute
+            return handle
+
+        async def answer(self, body: bytes) -> Response | None:
+            return await infer(body, None)
+
+    return LaneRoute

@@ -184,6 +184,25 @@ def test_binary_tensors_are_refused_with_a_reason(client):
     assert answer.json() == {"error": "the binary tensor extension is not supported: send the tensors as JSON"}
 
 
+def test_the_fast_lane_answers_inference_whatever_the_content_type_and_leaves_bad_bodies_to_the_route(
+    client, monkeypatch
+):
+    route = next(route for route in client.app.router.routes if route.path == INFER)
+    answer, bodies = route.answer, []
+    monkeypatch.setattr(route, "answer", lambda body: bodies.append(body) or answer(body))
+    body = json.dumps({"inputs": [tensor(ROWS[0], [1, 4])]})
+    answers = [
+        client.post(INFER, content=body, headers=headers)
+        for headers in ({"content-type": "application/json"}, {"content-type": "text/plain"}, {})
+    ]
+    assert len(bodies) == 3  # each answered by the lane
+    assert all(a.status_code == 200 and a.json() == answers[0].json() for a in answers)
+    assert answers[0].json()["outputs"][0]["data"] == ["setosa"]
+    # A body that does not parse: the lane gives it to the route, whose answer names what the headers say.
+    test_binary_tensors_are_refused_with_a_reason(client)
+    assert len(bodies) == 4
+
+
 def test_another_model_is_a_404_and_a_wrong_method_a_405(client):
     for method, path in [("GET", "/v2/models/resnet"), ("POST", "/v2/models/resnet/infer")]:
         answer = client.request(method, path, json={})
