@@ -29,7 +29,7 @@ from mlpatterns.logging import request_id
 from mlpatterns.outlier import file_version
 from mlpatterns.prediction_log import PredictionLog, PredictionLogSettings
 from mlpatterns.predictor import OnnxPredictor
-from mlpatterns.serving.app import add_info_routes, json_response, request_model
+from mlpatterns.serving.app import add_info_routes, add_post_routes, json_response, request_model
 from mlpatterns.serving.service import create_service_app
 from mlpatterns.settings import ModelServingSettings
 
@@ -121,15 +121,17 @@ def add_routes(router: APIRouter, plane: DataPlane, sample_input: list, model_ve
         return answered("/predict-test-label", job_id, sample_input, sample_answer, time.perf_counter(), labels=True)
 
     # async: a small batch is predicted on the event loop, a large one in the thread pool (DataPlane.predict_async).
-    @router.post("/predict/{job_id}", response_model=ScoresAnswer)
     async def predict(job_id: JobId, body: PredictRequest):
         start = time.perf_counter()
         return answered("/predict", job_id, body.data, await plane.predict_async(body.data), start, labels=False)
 
-    @router.post("/predict-label/{job_id}", response_model=LabelsAnswer)
     async def predict_label(job_id: JobId, body: PredictRequest):
         start = time.perf_counter()
         return answered("/predict-label", job_id, body.data, await plane.predict_async(body.data), start, labels=True)
+
+    add_post_routes(
+        router, [("/predict/{job_id}", predict, ScoresAnswer), ("/predict-label/{job_id}", predict_label, LabelsAnswer)]
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

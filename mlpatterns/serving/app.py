@@ -8,13 +8,13 @@ against a bare FastAPI echo on the same server. What they do for speed is commen
 """
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from mlpatterns.batching import enable_batching
 from mlpatterns.dataplane import Answer, DataPlane, Postprocess, Preprocess
@@ -48,17 +48,29 @@ class PredictRequestRoute(APIRoute):
         super().__init__(path, endpoint, **kwargs)
         self.request_model = self.body_field.field_info.annotation
         self.parse_arrays = array_parser(self.request_model)  # None unless the model was made with `arrays`
+        # The path's parameters (`/predict/{job_id}`), each validated by its annotation, as FastAPI does.
+        self.body_name = self.body_field.name
+        self.path_parameters = {
+            (field.alias, field.name): TypeAdapter(Annotated[field.field_info.annotation, field.field_info])
+            for field in self.dependant.path_params
+        }
 
-    async def answer(self, body: bytes) -> Response | None:
-        """The endpoint's answer to a JSON body, or None for a body that does not validate."""
+    async def answer(self, body: bytes, path_params: dict) -> Response | None:
+        """The endpoint's answer to a JSON body and the path's parameters, or None where either does not validate."""
         # A row or two validate faster than they parse into an array; a batch the other way round.
         request = self.parse_arrays(body) if self.parse_arrays is not None and len(body) > 256 else None
-        if request is None:
-            try:
+        try:
+            if request is None:
                 request = self.request_model.model_validate_json(body)
-            except ValidationError:
-                return None  # the standard way reports it
-        return await self.endpoint(request)
+            if not self.path_parameters:
+                return await self.endpoint(request)
+            arguments = {
+                name: adapter.validate_python(path_params[alias])
+                for (alias, name), adapter in self.path_parameters.items()
+            }
+        except ValidationError:
+            return None  # the standard way reports it
+        return await self.endpoint(**arguments, **{self.body_name: request})
 
 
 class JSONAnswer(Response):

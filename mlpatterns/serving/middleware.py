@@ -8,6 +8,7 @@ from random import getrandbits
 
 import orjson
 from starlette.requests import Request
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlpatterns import metrics
@@ -109,35 +110,58 @@ class RequestMiddleware:
 class FastLane:
     """The busy POST routes of a service, answered ahead of the router.
 
-    A route that offers `answer(body) -> Response | None` (PredictRequestRoute: validate a JSON body, call the
-    endpoint; the open inference protocol's infer route) is answered here when the request is `POST <its path>`
-    with `Content-Type: application/json` (any content type where the route's `json_only` is False), skipping
-    what FastAPI does for any request: matching the path against every route in turn (the docs' routes come
-    first), a Request object, two exception-handling wrappers and an AsyncExitStack. For one iris row that
-    machinery costs more than the model call. The lane sits inside the request id, metrics and body bounds, so
-    a request answered here is counted, bounded and logged as any other.
+    A route that offers `answer(body, path_params) -> Response | None` (PredictRequestRoute: validate a JSON body
+    and the path's parameters, call the endpoint; the open inference protocol's infer route) is answered here
+    when the request is `POST <its path>`, where the router would choose it too, with `Content-Type:
+    application/json` (any content type where the route's `json_only` is False). It skips what FastAPI does for
+    any request: matching the path against every route in turn (the docs' routes come first), a Request object,
+    two exception-handling wrappers and an AsyncExitStack. For one iris row that machinery costs more than the
+    model call. The lane sits inside the request id, metrics and body bounds, so a request answered here is
+    counted, bounded and logged as any other.
 
     A body that `answer` does not accept (it does not validate) goes the standard way, replayed, so its error
     reads exactly as before; an error the endpoint raises is answered by the app's own exception handlers."""
 
     def __init__(self, app: ASGIApp, service):
         self.app = app
-        self.routes = {
-            route.path: route
-            for route in service.router.routes
-            if hasattr(route, "answer") and route.methods == {"POST"} and not route.param_convertors
-        }
+        self.routes = {}  # path -> the lane's route of that path
+        self.routes_with_parameters = []  # (route, the routes ahead of it that the router would try first)
+        ahead = []  # the routes that may take a POST, in the router's order
+        for route in service.router.routes:
+            if hasattr(route, "answer") and route.methods == {"POST"}:
+                if route.param_convertors:
+                    self.routes_with_parameters.append((route, tuple(ahead)))
+                elif not any(other.path_regex.match(route.path) for other in ahead):
+                    self.routes[route.path] = route
+            if isinstance(route, Mount) or (isinstance(route, Route) and "POST" in (route.methods or {"POST"})):
+                ahead.append(route)
         self.handlers = service.exception_handlers
 
+    def _match(self, path: str) -> tuple[Route | None, dict]:
+        """The lane's route for a POST to `path` and the path's parameters; None where the router would choose
+        another route."""
+        route = self.routes.get(path)
+        if route is not None:
+            return route, {}
+        for route, ahead in self.routes_with_parameters:
+            match = route.path_regex.match(path)
+            if match:
+                if any(other.path_regex.match(path) for other in ahead):
+                    return None, {}
+                return route, {name: route.param_convertors[name].convert(v) for name, v in match.groupdict().items()}
+        return None, {}
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        route, path_params = (
+            self._match(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else (None, {})
+        )
         if route is None or (route.json_only and not _is_json(scope["headers"])):
             await self.app(scope, receive, send)
             return
         body, complete = await read_body(receive)
         if complete:
             try:
-                response = await route.answer(body)
+                response = await route.answer(body, path_params)
             except Exception as error:
                 response = await handled(self.handlers, scope, error)
             if response is not None:

@@ -408,7 +408,7 @@ def _lane_route(infer: Callable[[bytes, Headers | None], Awaitable[Response | No
 
             return handle
 
-        async def answer(self, body: bytes) -> Response | None:
+        async def answer(self, body: bytes, path_params: dict) -> Response | None:
             return await infer(body, None)
 
     return LaneRoute

@@ -6,13 +6,16 @@ import logging
 import re
 import socket
 import time
+from typing import Annotated
 
 import httpx
 import pytest
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
+from pydantic import BaseModel
 
 from mlpatterns.logging import request_id
 from mlpatterns.runner import run_pattern
+from mlpatterns.serving.app import add_post_routes, json_response
 from mlpatterns.serving.middleware import DRAIN_IDLE_SECONDS, DRAIN_MAX_BYTES, read_body
 from mlpatterns.serving.service import create_service_app
 from mlpatterns.settings import HttpServiceSettings
@@ -128,6 +131,51 @@ def test_a_lane_answers_ahead_of_the_router_inside_the_request_id_and_body_bound
     assert answered.headers["x-request-id"] == "rid-lane"
     assert refused.status_code == 413  # bounded before the lane reads it
     assert routed.json() == {"request_id": "rid-router"}  # what the lane passes on reaches the routes
+
+
+class Item(BaseModel):
+    value: int
+
+
+ItemId = Annotated[str, Path(pattern=r"^[a-z]+$")]
+
+
+def add_item_routes(router: APIRouter) -> None:
+    @router.post("/items/special")  # a route of the standard way, ahead of the lane's
+    async def special(item: Item):
+        return {"special": item.value}
+
+    async def item(item_id: ItemId, item: Item):
+        return json_response({"item_id": item_id, "value": item.value})
+
+    async def fixed(item: Item):  # after /items/{item_id}, which the router chooses for /items/fixed
+        return json_response({"fixed": item.value})
+
+    add_post_routes(router, [("/items/{item_id}", item, None), ("/items/fixed", fixed, None)])
+
+
+def test_the_fast_lane_takes_a_routes_path_parameters_where_the_router_would_choose_the_route(monkeypatch):
+    app = create_service_app(HttpServiceSettings(), add_item_routes)
+    lane_routes = [route for route in app.router.routes if hasattr(route, "answer")]
+    answered = []
+    for route in lane_routes:
+        answer = route.answer
+        monkeypatch.setattr(route, "answer", lambda b, p, a=answer, r=route: answered.append((r.path, p)) or a(b, p))
+
+    async def main():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client:
+            paths = ["/items/abc", "/items/special", "/items/fixed", "/items/ABC", "/metrics"]
+            return [await client.post(path, json={"value": 7}) for path in paths[:4]] + [await client.get(paths[4])]
+
+    by_lane, special, fixed, refused, metrics = asyncio.run(main())
+    assert by_lane.json() == {"item_id": "abc", "value": 7}
+    assert special.json() == {"special": 7}  # the router's choice, not the lane's /items/{item_id}
+    assert fixed.json() == {"item_id": "fixed", "value": 7}  # as the router chooses: the route declared first
+    assert refused.status_code == 422  # a path parameter its annotation refuses: the standard way's answer
+    assert refused.json()["detail"][0]["loc"] == ["path", "item_id"]
+    # Asked: the route the router chooses, with its parameters (/items/ABC too, its parameter refused then).
+    assert answered == [("/items/{item_id}", {"item_id": item_id}) for item_id in ("abc", "fixed", "ABC")]
+    assert 'http_requests_total{method="POST",path="/items/{item_id}",status="200"} 2.0' in metrics.text
 
 
 # The 413 a client can read: both servers the project runs, uvicorn's httptools protocol (web single under

@@ -189,7 +189,7 @@ def test_the_fast_lane_answers_inference_whatever_the_content_type_and_leaves_ba
 ):
     route = next(route for route in client.app.router.routes if route.path == INFER)
     answer, bodies = route.answer, []
-    monkeypatch.setattr(route, "answer", lambda body: bodies.append(body) or answer(body))
+    monkeypatch.setattr(route, "answer", lambda body, params: bodies.append(body) or answer(body, params))
     body = json.dumps({"inputs": [tensor(ROWS[0], [1, 4])]})
     answers = [
         client.post(INFER, content=body, headers=headers)
