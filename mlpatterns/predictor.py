@@ -159,7 +159,7 @@ class OnnxPredictor:
         results = self._run(self._output_names, {self.input_name: batch}, None)
         scores = results[0]
         classes = results[1].reshape(-1) if self.class_output else scores.argmax(axis=1)
-        return Prediction(scores=scores, classes=classes)
+        return Prediction(scores, classes)
 
     def label_of(self, index: int) -> str:
         return self.labels.get(int(index), str(int(index)))
