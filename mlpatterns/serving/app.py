@@ -18,7 +18,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from mlpatterns.batching import enable_batching
 from mlpatterns.dataplane import Answer, DataPlane, Postprocess, Preprocess
-from mlpatterns.predictor import OnnxPredictor
+from mlpatterns.predictor import OnnxPredictor, value_limit
 from mlpatterns.serving.schemas import (
     Health,
     LabelsResponse,
@@ -104,16 +104,6 @@ def request_model(plane: DataPlane, *, arrays: bool = False) -> type[BaseModel]:
         value_limit=value_limit(plane.predictor.input_dtype),
         arrays=arrays,
     )
-
-
-def value_limit(input_dtype) -> float | None:
-    """The magnitude from which a JSON number becomes infinite in a model's (float32) input, and is refused: its
-    largest value plus half a step, as numbers round to the nearest. float64 inputs take every finite JSON number."""
-    dtype = np.dtype(input_dtype)
-    if dtype.kind != "f" or dtype.itemsize >= 8:
-        return None
-    largest = np.finfo(dtype).max
-    return float(largest) + float(largest - np.nextafter(largest, 0, dtype=dtype)) / 2
 
 
 def add_info_routes(

@@ -344,7 +344,7 @@ class RequestBodyMiddleware:
             now = loop.time()
             if deadline is None:
                 deadline = now + self.timeout_seconds
-            task = asyncio.current_task()
+            task = asyncio.current_task(loop)  # given the loop, asyncio skips a getpid() system call
             deadlines.add(task, min(deadline, now + self.idle_timeout_seconds))
             try:
                 message = await receive()
