@@ -33,14 +33,15 @@ from mlpatterns.settings import ModelServingSettings
 
 
 class PredictRequestRoute(APIRoute):
-    """A POST route whose endpoint takes one request model (`predict_request(...)`) and returns a Response: a
-    route the service's fast lane answers (`mlpatterns.serving.middleware.FastLane`).
+    """A POST route whose endpoint takes one request model (`predict_request(...)`), and the path's parameters if
+    it has any, and returns a Response: a route the service's fast lane answers (`...middleware.FastLane`).
 
     The lane hands `answer` a JSON body; pydantic's Rust core parses and validates it in one pass, and the
     endpoint gets the model, skipping FastAPI's json.loads, dependency solving and response handling, a good
     part of a request's cost. A body that fails validation (or any other content type) goes FastAPI's standard
     way, so every error reads exactly as before; the lane accepts only bodies the standard way accepts too,
-    with the same values: both validate with the model the endpoint declares as its one parameter."""
+    with the same values: both validate with the model the endpoint declares as its body, and each path
+    parameter with its annotation."""
 
     json_only = True  # the lane takes `Content-Type: application/json` alone, as FastAPI's standard way does
 
@@ -62,14 +63,14 @@ class PredictRequestRoute(APIRoute):
         try:
             if request is None:
                 request = self.request_model.model_validate_json(body)
-            if not self.path_parameters:
-                return await self.endpoint(request)
             arguments = {
                 name: adapter.validate_python(path_params[alias])
                 for (alias, name), adapter in self.path_parameters.items()
             }
         except ValidationError:
             return None  # the standard way reports it
+        if not arguments:
+            return await self.endpoint(request)
         return await self.endpoint(**arguments, **{self.body_name: request})
 
 
