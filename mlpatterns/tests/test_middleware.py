@@ -178,6 +178,23 @@ def test_the_fast_lane_takes_a_routes_path_parameters_where_the_router_would_cho
     assert 'http_requests_total{method="POST",path="/items/{item_id}",status="200"} 2.0' in metrics.text
 
 
+def test_the_fast_lane_never_runs_an_endpoint_twice_when_it_fails_with_a_validation_error():
+    calls = []
+
+    async def failing(item: Item):  # a pydantic error of the endpoint's own, not the request's
+        calls.append(item.value)
+        return json_response(Item.model_validate({"value": "not a number"}).model_dump())
+
+    app = create_service_app(HttpServiceSettings(), lambda router: add_post_routes(router, [("/fail", failing, None)]))
+
+    async def main():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client:
+            return await client.post("/fail", json={"value": 7})
+
+    assert asyncio.run(main()).status_code == 422  # the app's handler of a pydantic error
+    assert calls == [7]  # run once, its error answered, not taken for a bad body and run again
+
+
 # The 413 a client can read: both servers the project runs, uvicorn's httptools protocol (web single under
 # gunicorn, as `make up` starts it) and its h11 protocol, refusing bodies over the default 1 MiB limit.
 @pytest.fixture(scope="module", params=["httptools", "h11"])
