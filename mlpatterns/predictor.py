@@ -135,8 +135,9 @@ class OnnxPredictor:
             got = "x".join(map(str, batch.shape[1:])) or "scalar"
             raise InvalidInput(f"each {noun} must have shape {self._shape_text()}; got {noun}s of shape {got}")
         # One reduction refuses NaN (which fails `<`), infinities and what the input's dtype would make infinite;
-        # compared as a Python float, which a float32 batch's maximum would overflow into (with a warning).
-        if below is not None and not float(np.maximum.reduce(np.abs(batch), axis=None)) < below:
+        # compared as a Python float, which a float32 batch's maximum would overflow into (with a warning). An
+        # empty batch (items of a free axis, all empty) has no maximum and no value to refuse.
+        if below is not None and batch.size and not float(np.maximum.reduce(np.abs(batch), axis=None)) < below:
             raise InvalidInput(f"values must be finite numbers within the range of {np.dtype(self.input_dtype).name}")
         return batch.astype(self.input_dtype, copy=False)
 

@@ -71,3 +71,20 @@ def test_the_one_class_model_gives_scores_and_outlier_flags():
     assert [predictor.label_of(c) for c in prediction.classes] == ["inlier", "outlier"]
     # The same figures as the original sample's model: the one-class SVM is deterministic.
     np.testing.assert_allclose(prediction.scores[:, 0], [0.19159, -2.94102], atol=1e-4)
+
+
+def test_items_of_a_free_axis_are_checked_empty_ones_too(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMax", ["x"], ["score"], axes=[1], keepdims=1)],
+        "free_axis",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "values"])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    predictor = OnnxPredictor(tmp_path / "m.onnx").load()
+    assert predictor.feature_shape == [-1]
+    assert predictor.check([[1, 2, 3, 4, 5]]).shape == (1, 5)
+    assert predictor.check([[]]).shape == (1, 0)  # no value to refuse: no error of the check's own
+    for bad in ([[1.0, float("nan")]], [[float("-inf")]], [[0.0, -1e39]]):
+        with pytest.raises(InvalidInput, match="finite numbers within the range of float32"):
+            predictor.check(bad)
