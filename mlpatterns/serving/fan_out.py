@@ -46,7 +46,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from mlpatterns import metrics
 from mlpatterns.client import Upstream, UpstreamRefused, Upstreams, UpstreamSettings
 from mlpatterns.errors import BadGateway, PatternError, PayloadTooLarge, Unavailable, error_responses
-from mlpatterns.serving.app import JSONAnswer, value_limit
+from mlpatterns.predictor import value_limit
+from mlpatterns.serving.app import JSONAnswer
 from mlpatterns.serving.schemas import Health, predict_request
 from mlpatterns.serving.service import create_service_app
 from mlpatterns.settings import IRIS_SAMPLE, HttpServiceSettings

@@ -25,8 +25,7 @@ from mlpatterns import metrics
 from mlpatterns.batching import enable_batching
 from mlpatterns.dataplane import DataPlane
 from mlpatterns.errors import InvalidInput
-from mlpatterns.predictor import OnnxPredictor
-from mlpatterns.serving.app import value_limit
+from mlpatterns.predictor import OnnxPredictor, value_limit
 from mlpatterns.serving.schemas import Health, TensorPrediction
 from mlpatterns.serving.service import create_service_app
 from mlpatterns.serving.v2 import add_v2_routes
